@@ -1,0 +1,107 @@
+"""REST API for people: parses, calls one service, renders."""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from rest_framework import serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from config.permissions import ModelPermissions
+
+from . import selectors, services
+from .models import EmailOptIn, Kind, Person
+from .registry import CORE_EDITABLE
+
+
+class PersonSerializer(serializers.ModelSerializer):
+    """Shape and types only; the person service validates values and enforces the lock."""
+
+    email = serializers.CharField(max_length=254, required=False, allow_blank=True)
+    kind = serializers.ChoiceField(choices=Kind.choices, required=False)
+    email_opt_in = serializers.ChoiceField(choices=EmailOptIn.choices, required=False)
+    custom = serializers.DictField(required=False)
+    # Values are validated by the service (user must be staff, organisation must exist).
+    owner = serializers.IntegerField(source="owner_id", required=False, allow_null=True)
+    organisation = serializers.IntegerField(
+        source="organisation_id", required=False, allow_null=True
+    )
+
+    class Meta:
+        model = Person
+        fields = [
+            "id", "kind", *CORE_EDITABLE, "custom", "email_opt_in", "processing_stopped_at",
+            "erasure_requested_at", "erased_at", "locked_fields", "converted_at", "created_at",
+            "updated_at",
+        ]
+        read_only_fields = [
+            "id", "processing_stopped_at", "erasure_requested_at", "erased_at", "locked_fields",
+            "converted_at", "created_at", "updated_at",
+        ]
+        extra_kwargs = {name: {"required": False} for name in CORE_EDITABLE}
+
+    def service_data(self) -> dict:
+        data = dict(self.validated_data)
+        for name in ("owner", "organisation"):
+            if f"{name}_id" in data:
+                data[name] = data.pop(f"{name}_id")
+        if self.instance is not None:
+            # kind and opt-in change only through their own services (convert, opt-in).
+            for name in ("kind", "email_opt_in"):
+                if name in data and data[name] == getattr(self.instance, name):
+                    data.pop(name)
+        return data
+
+
+_FILTERS = [
+    OpenApiParameter("kind", str, enum=Kind.values),
+    OpenApiParameter("stage", str),
+    OpenApiParameter("region", str),
+    OpenApiParameter("owner", str, description="User id, or `none`."),
+    OpenApiParameter("email", str, description="Exact match after normalisation."),
+    OpenApiParameter("search", str, description="Names, email and company."),
+    OpenApiParameter("email_opt_in", str, description="One state or a comma list."),
+    OpenApiParameter("processing_stopped", OpenApiTypes.BOOL),
+    OpenApiParameter("erasure_requested", OpenApiTypes.BOOL),
+]
+
+
+@extend_schema_view(list=extend_schema(parameters=_FILTERS))
+class PersonViewSet(viewsets.ModelViewSet):
+    """Leads and contacts. Writes to a record whose processing is stopped answer 423."""
+
+    serializer_class = PersonSerializer
+    permission_classes = [ModelPermissions]
+    queryset = Person.objects.select_related(None).order_by("-created_at", "id")
+
+    def get_queryset(self):
+        qs = super().get_queryset()
+        if self.action == "list":
+            qs = selectors.person_filter(self.request.query_params, qs)
+        return qs
+
+    def perform_create(self, serializer):
+        serializer.instance = services.person_create(
+            data=serializer.service_data(), actor=self.request.user, source=services.Source.API
+        )
+
+    def perform_update(self, serializer):
+        data = serializer.service_data()
+        serializer.instance = services.person_update(
+            person=serializer.instance, data=data, actor=self.request.user,
+            source=services.Source.API,
+        )
+
+    def perform_destroy(self, instance):
+        services.person_delete(person=instance, actor=self.request.user,
+                               source=services.Source.API)
+
+    @extend_schema(request=None, responses=PersonSerializer)
+    @action(detail=True, methods=["post"])
+    def convert(self, request, pk=None):
+        """Convert a lead to a contact (same record, same history)."""
+        if not request.user.has_perm("crm.convert_lead"):
+            self.permission_denied(request)
+        person = services.person_convert_to_contact(
+            person=self.get_object(), actor=request.user, source=services.Source.API
+        )
+        return Response(self.get_serializer(person).data, status=status.HTTP_200_OK)

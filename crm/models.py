@@ -1,0 +1,257 @@
+"""People, organisations, marketing lists and the field registry.
+
+Only `crm/services.py` writes these models; everything else reads them or calls a service.
+"""
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+
+class Kind(models.TextChoices):
+    LEAD = "lead", _("Lead")
+    CONTACT = "contact", _("Contact")
+
+
+class Stage(models.TextChoices):
+    NEW = "new", _("New")
+    CONTACTED = "contacted", _("Contacted")
+    QUALIFIED = "qualified", _("Qualified")
+    READY_TO_BUY = "ready_to_buy", _("Ready to buy")
+    CUSTOMER = "customer", _("Customer")
+    INACTIVE = "inactive", _("Inactive")
+
+
+class Region(models.TextChoices):
+    EU = "EU", _("European Union")
+    UK = "UK", _("United Kingdom")
+    NA = "NA", _("North America")
+    LATAM = "LATAM", _("Latin America")
+    APAC = "APAC", _("Asia-Pacific")
+    MEA = "MEA", _("Middle East and Africa")
+
+
+class EmailOptIn(models.TextChoices):
+    """The six opt-in states of DESIGN.md; transitions are owned by campaigns' opt-in service."""
+
+    NONE = "none", _("None")
+    SINGLE_OPT_IN_USER = "single_opt_in_user", _("Single opt-in (staff)")
+    SINGLE_OPT_IN_WEBFORM = "single_opt_in_webform", _("Single opt-in (web form)")
+    DOUBLE_OPT_IN = "double_opt_in", _("Double opt-in")
+    OPT_OUT_USER = "opt_out_user", _("Opted out (by staff)")
+    OPT_OUT_CONTACT = "opt_out_contact", _("Opted out (by the contact)")
+
+
+class Organisation(models.Model):
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    website = models.URLField(_("website"), blank=True)
+    country = models.CharField(_("country"), max_length=2, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("organisation")
+
+    def __str__(self):
+        return self.name
+
+
+class Person(models.Model):
+    """One table for leads and contacts; conversion flips `kind` and keeps the row and history."""
+
+    # Generated in Python so encryption can bind a value to its row id before the INSERT.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.LEAD)
+    first_name = models.CharField(_("first name"), max_length=150, blank=True)
+    last_name = models.CharField(_("last name"), max_length=150, blank=True)
+    email = models.EmailField(_("email"), max_length=254, blank=True, db_index=True)
+    phone = models.CharField(_("phone"), max_length=40, blank=True)
+    company = models.CharField(_("company"), max_length=200, blank=True)
+    organisation = models.ForeignKey(
+        Organisation, verbose_name=_("organisation"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="people",
+    )
+    country = models.CharField(_("country"), max_length=2, blank=True, help_text=_("ISO code"))
+    region = models.CharField(_("region"), max_length=10, choices=Region.choices, blank=True)
+    stage = models.CharField(_("stage"), max_length=20, choices=Stage.choices, default=Stage.NEW)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="owned_people",
+    )
+    language = models.CharField(
+        _("language"), max_length=10, choices=settings.LANGUAGES, blank=True
+    )
+    custom = models.JSONField(_("custom fields"), default=dict, blank=True)
+    email_opt_in = models.CharField(
+        _("email opt-in status"), max_length=24, choices=EmailOptIn.choices,
+        default=EmailOptIn.NONE, db_index=True,
+    )
+    processing_stopped_at = models.DateTimeField(_("processing stopped"), null=True, blank=True)
+    erasure_requested_at = models.DateTimeField(_("erasure requested"), null=True, blank=True)
+    erased_at = models.DateTimeField(_("erased"), null=True, blank=True)
+    # Fields the person withdrew storage consent for: written by consents' services, enforced by
+    # crm's person service (stored as data so crm never imports consents).
+    locked_fields = models.JSONField(_("locked fields"), default=list, blank=True)
+    # Bumping this invalidates every preference-page link issued to the person.
+    portal_key_version = models.PositiveIntegerField(default=1)
+    converted_at = models.DateTimeField(_("converted to contact"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("person")
+        verbose_name_plural = _("people")
+        indexes = [
+            models.Index(fields=["kind", "-created_at"], name="person_kind_created"),
+            models.Index(fields=["stage"], name="person_stage"),
+            models.Index(fields=["region"], name="person_region"),
+            models.Index(
+                fields=["processing_stopped_at"], name="person_stopped",
+                condition=Q(processing_stopped_at__isnull=False),
+            ),
+            models.Index(
+                fields=["erasure_requested_at"], name="person_erasure_requested",
+                condition=Q(erasure_requested_at__isnull=False),
+            ),
+        ]
+        constraints = [
+            # One person per address: imports and web forms dedupe on it.
+            models.UniqueConstraint(
+                fields=["email"], condition=~Q(email=""), name="person_email_unique"
+            ),
+        ]
+        permissions = [("convert_lead", "Can convert a lead to a contact")]
+
+    def __str__(self):
+        return self.full_name or self.email or str(self.id)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.first_name} {self.last_name}".strip()
+
+
+class LeadManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(kind=Kind.LEAD)
+
+
+class ContactManager(models.Manager):
+    def get_queryset(self):
+        return super().get_queryset().filter(kind=Kind.CONTACT)
+
+
+class Lead(Person):
+    objects = LeadManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = _("lead")
+
+
+class Contact(Person):
+    objects = ContactManager()
+
+    class Meta:
+        proxy = True
+        verbose_name = _("contact")
+
+
+class MarketingList(models.Model):
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    description = models.TextField(_("description"), blank=True)
+    members = models.ManyToManyField(
+        Person, through="ListMembership", related_name="marketing_lists", blank=True
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("marketing list")
+
+    def __str__(self):
+        return self.name
+
+
+class ListMembership(models.Model):
+    marketing_list = models.ForeignKey(MarketingList, on_delete=models.CASCADE)
+    person = models.ForeignKey(Person, on_delete=models.CASCADE)
+    added_at = models.DateTimeField(auto_now_add=True)
+    source = models.CharField(max_length=20, default="staff")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["marketing_list", "person"], name="membership_unique")
+        ]
+
+
+class FieldType(models.TextChoices):
+    TEXT = "text", _("Text")
+    NUMBER = "number", _("Number")
+    DATE = "date", _("Date")
+    CHOICE = "choice", _("Choice")
+    BOOLEAN = "boolean", _("Yes/no")
+
+
+class FieldDefinition(models.Model):
+    """The registry of every person field, core or custom, and how sensitive it is.
+
+    Core rows describe columns of `Person`; custom rows describe keys of `Person.custom`.
+    `is_encrypted` is one way: once on, no path may switch it off (enforced by the service).
+    """
+
+    key = models.SlugField(_("key"), max_length=64, unique=True)
+    label = models.CharField(_("label"), max_length=100)
+    field_type = models.CharField(
+        _("type"), max_length=10, choices=FieldType.choices, default=FieldType.TEXT
+    )
+    is_core = models.BooleanField(_("core field"), default=False, editable=False)
+    choices = models.JSONField(_("choices"), default=list, blank=True)
+    required = models.BooleanField(_("required"), default=False)
+    help_text = models.CharField(_("help text"), max_length=200, blank=True)
+    position = models.PositiveSmallIntegerField(_("position"), default=100)
+    active = models.BooleanField(_("active"), default=True)
+    is_pii = models.BooleanField(_("personal data"), default=True)
+    is_encrypted = models.BooleanField(_("encrypted"), default=False)
+    mask_rule = models.CharField(_("mask rule"), max_length=32, blank=True)
+    reveal_groups = models.ManyToManyField(
+        Group, verbose_name=_("groups allowed to reveal"), blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["position", "key"]
+        verbose_name = _("field definition")
+
+    def __str__(self):
+        return self.label
+
+
+class AuditEntry(models.Model):
+    """Who changed which fields of a person, when and through which path; never the values.
+
+    `person_id` is a plain column, not a foreign key, so the trail outlives a deleted record.
+    """
+
+    person_id = models.UUIDField(db_index=True)
+    action = models.CharField(max_length=32)
+    fields = models.JSONField(default=list)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    source = models.CharField(max_length=20)
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        verbose_name = _("audit entry")
+        verbose_name_plural = _("audit trail")
+
+    def __str__(self):
+        return f"{self.action} {self.person_id}"

@@ -1,0 +1,36 @@
+"""The two roles, defined once and enforced by model permissions in the staff UI and the API.
+
+Admins hold every permission (settings included). Staff work leads and contacts and hold no
+permission on a settings model, so no settings page or endpoint is reachable for them.
+Later apps add their staff permissions to STAFF_PERMISSIONS; `sync_roles` runs after every
+migrate, so new models reach the right group without a hand-written data migration each time.
+"""
+
+ADMINS = "Admins"
+STAFF = "Staff"
+
+STAFF_PERMISSIONS = {
+    "crm.view_person", "crm.add_person", "crm.change_person",
+    "crm.view_lead", "crm.add_lead", "crm.change_lead",
+    "crm.view_contact", "crm.add_contact", "crm.change_contact",
+    "crm.convert_lead",
+    "crm.view_organisation", "crm.add_organisation", "crm.change_organisation",
+    "crm.view_marketinglist", "crm.add_marketinglist", "crm.change_marketinglist",
+    "crm.view_listmembership", "crm.add_listmembership", "crm.delete_listmembership",
+    "crm.view_auditentry",
+    "campaigns.view_mailboxmessage",
+}
+
+
+def sync_roles(group_model, permission_model) -> None:
+    """Create both groups and give them their permissions (idempotent; adds, never removes
+    a permission an admin granted by hand)."""
+    admins, _ = group_model.objects.get_or_create(name=ADMINS)
+    staff, _ = group_model.objects.get_or_create(name=STAFF)
+    admins.permissions.add(*permission_model.objects.all())
+    wanted = [p.split(".", 1) for p in STAFF_PERMISSIONS]
+    staff_perms = [
+        perm for perm in permission_model.objects.select_related("content_type")
+        if [perm.content_type.app_label, perm.codename] in wanted
+    ]
+    staff.permissions.add(*staff_perms)

@@ -1,0 +1,382 @@
+"""The only writers of people, organisations, marketing lists and field definitions.
+
+Every write runs in one transaction with its audit row, which names the fields that changed and
+never their values. The record lock (processing stopped, locked fields) is enforced here and only
+here: the staff UI, the API, imports and workflows all come through these functions.
+"""
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.validators import validate_email
+from django.db import IntegrityError, transaction
+from django.utils.translation import gettext as _
+
+from config import clock
+
+from .errors import FieldLocked, ProcessingStopped
+from .models import (
+    AuditEntry,
+    EmailOptIn,
+    FieldDefinition,
+    FieldType,
+    Kind,
+    ListMembership,
+    MarketingList,
+    Organisation,
+    Person,
+)
+from .registry import CORE_EDITABLE, clean_custom, core_field_names, custom_definitions
+
+
+class Source:
+    """Where a write came from; recorded in the audit trail (and later in consent evidence)."""
+
+    STAFF = "staff"
+    API = "api"
+    IMPORT = "import"
+    WEBFORM = "webform"
+    PORTAL = "portal"
+    SYSTEM = "system"
+
+
+# Staff may set only these on create or import (DESIGN: `single_opt_in_user` is staff-only and
+# only at creation); every later change goes through the opt-in service.
+OPT_IN_ON_CREATE = (EmailOptIn.NONE, EmailOptIn.SINGLE_OPT_IN_USER)
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+
+
+def normalise_email(value: str) -> str:
+    return (value or "").strip().lower()
+
+
+def _audit(*, person_id, action: str, fields: Iterable[str], actor, source: str) -> AuditEntry:
+    return AuditEntry(
+        person_id=person_id,
+        action=action,
+        fields=sorted(fields),
+        actor=actor if getattr(actor, "pk", None) else None,
+        source=source,
+        at=clock.now(),
+    )
+
+
+def _resolve(model, value, field: str):
+    if value in (None, ""):
+        return None
+    if isinstance(value, model):
+        return value
+    try:
+        return model.objects.get(pk=value)
+    except (ObjectDoesNotExist, ValueError, TypeError, ValidationError):
+        raise ValidationError({field: [_("Unknown %(model)s.") % {
+            "model": model._meta.verbose_name}]}) from None
+
+
+def person_clean(data: dict, *, person: Person | None = None) -> dict:
+    """Validate `data` for a new person (person=None) or an edit and return cleaned values.
+
+    Raises ValidationError keyed by field, and for an edit ProcessingStopped or FieldLocked when
+    the record lock forbids it. Callers that show a form (the staff UI) call this to report errors
+    next to fields; the write services call it again themselves on the locked, fresh row.
+    """
+    creating = person is None
+    allowed = set(CORE_EDITABLE) | {"custom"}
+    if creating:
+        allowed |= {"kind", "email_opt_in"}
+    unknown = set(data) - allowed
+    if unknown:
+        raise ValidationError(
+            {name: [_("This field cannot be written here.")] for name in sorted(unknown)}
+        )
+    cleaned: dict = {}
+    errors: dict = {}
+    for name, value in data.items():
+        if name == "custom":
+            continue
+        try:
+            cleaned[name] = _clean_core(name, value)
+        except ValidationError as error:
+            errors.update(error.message_dict if hasattr(error, "error_dict") else {
+                name: error.messages})
+    if "custom" in data or creating:
+        try:
+            cleaned["custom"] = clean_custom(
+                data.get("custom") or {},
+                current=dict(person.custom) if person else {},
+                definitions=custom_definitions(),
+                creating=creating,
+            )
+        except ValidationError as error:
+            errors.update(error.message_dict)
+    if person is not None and not errors:
+        _check_writable(person, _changed_fields(person, cleaned))
+    email = cleaned.get("email")
+    if email and "email" not in errors:
+        clash = Person.objects.filter(email=email)
+        if person is not None:
+            clash = clash.exclude(pk=person.pk)
+        if clash.exists():
+            errors["email"] = [_("A person with this email already exists.")]
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
+def _clean_core(name: str, value):
+    if name == "organisation":
+        return _resolve(Organisation, value, name)
+    if name == "owner":
+        owner = _resolve(get_user_model(), value, name)
+        if owner is not None and not owner.is_staff:
+            raise ValidationError({name: [_("The owner must be a staff user.")]})
+        return owner
+    if name == "kind":
+        if value not in Kind.values:
+            raise ValidationError(_("Choose lead or contact."))
+        return value
+    if name == "email_opt_in":
+        if value not in OPT_IN_ON_CREATE:
+            raise ValidationError(
+                _("A new person starts at 'none' or, set by staff, 'single_opt_in_user'.")
+            )
+        return value
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise ValidationError(_("Enter text."))
+    value = value.strip()
+    if name == "email":
+        value = normalise_email(value)
+        if value:
+            validate_email(value)
+    elif name == "country":
+        value = value.upper()
+        if value and not _COUNTRY.match(value):
+            raise ValidationError(_("Enter a two-letter ISO country code."))
+    field = Person._meta.get_field(name)
+    field.clean(value, None)
+    return value
+
+
+def _check_writable(person: Person, changed: Iterable[str]) -> None:
+    if person.processing_stopped_at is not None:
+        raise ProcessingStopped(
+            _("This person asked us to stop processing their data; the record is locked.")
+        )
+    for name in changed:
+        if name in person.locked_fields:
+            raise FieldLocked(
+                _("The person withdrew consent to store %(field)s; it stays empty.")
+                % {"field": name},
+                field=name,
+            )
+
+
+def _changed_fields(person: Person, cleaned: dict) -> list[str]:
+    changed = []
+    for name, value in cleaned.items():
+        if name == "custom":
+            old = person.custom or {}
+            changed += [k for k in set(old) | set(value) if old.get(k) != value.get(k)]
+        elif getattr(person, name) != value:
+            changed.append(name)
+    return changed
+
+
+def person_create(*, data: dict, actor=None, source: str) -> Person:
+    """Create a lead (default) or contact from `data` and record who did it."""
+    cleaned = person_clean(data)
+    person = Person(**cleaned)
+    if person.kind == Kind.CONTACT:
+        person.converted_at = None
+    try:
+        with transaction.atomic():
+            person.save(force_insert=True)
+            _audit(person_id=person.pk, action="create", fields=_changed_fields(Person(), cleaned),
+                   actor=actor, source=source).save()
+    except IntegrityError:
+        # Two writers raced on the same address; the unique index kept one.
+        raise ValidationError({"email": [_("A person with this email already exists.")]}) from None
+    return person
+
+
+def person_update(*, person: Person, data: dict, actor=None, source: str) -> Person:
+    """Apply `data` to `person`, refusing stopped records and locked fields.
+
+    The lock is checked against the row as it is in the database now (SELECT ... FOR UPDATE),
+    not the caller's possibly stale copy.
+    """
+    try:
+        with transaction.atomic():
+            current = Person.objects.select_for_update().get(pk=person.pk)
+            cleaned = person_clean(data, person=current)
+            changed = _changed_fields(current, cleaned)
+            if not changed:
+                return current
+            for name in {c if c in cleaned else "custom" for c in changed}:
+                setattr(current, name, cleaned[name])
+            current.save()
+            _audit(person_id=current.pk, action="update", fields=changed, actor=actor,
+                   source=source).save()
+    except IntegrityError:
+        raise ValidationError({"email": [_("A person with this email already exists.")]}) from None
+    return current
+
+
+def person_convert_to_contact(*, person: Person, actor=None, source: str) -> Person:
+    """Turn a lead into a contact: same row, same id, same history."""
+    with transaction.atomic():
+        current = Person.objects.select_for_update().get(pk=person.pk)
+        if current.kind == Kind.CONTACT:
+            return current
+        _check_writable(current, ["kind"])
+        current.kind = Kind.CONTACT
+        current.converted_at = clock.now()
+        current.save(update_fields=["kind", "converted_at", "updated_at"])
+        _audit(person_id=current.pk, action="convert", fields=["kind"], actor=actor,
+               source=source).save()
+    return current
+
+
+def person_delete(*, person: Person, actor=None, source: str) -> None:
+    """Delete the whole record. The audit trail keeps the id and the fact, no personal data."""
+    with transaction.atomic():
+        _audit(person_id=person.pk, action="delete", fields=[], actor=actor, source=source).save()
+        Person.objects.filter(pk=person.pk).delete()
+
+
+@dataclass
+class BulkResult:
+    done: int = 0
+    skipped_stopped: int = 0
+
+
+def _bulk_write(person_ids, *, action: str, fields: list[str], actor, source: str, apply):
+    """Lock the rows, skip stopped records, apply a set-based change and audit each person."""
+    result = BulkResult()
+    with transaction.atomic():
+        rows = list(
+            Person.objects.select_for_update()
+            .filter(pk__in=list(person_ids))
+            .values_list("pk", "processing_stopped_at")
+        )
+        writable = [pk for pk, stopped in rows if stopped is None]
+        result.skipped_stopped = len(rows) - len(writable)
+        result.done = apply(writable)
+        AuditEntry.objects.bulk_create(
+            _audit(person_id=pk, action=action, fields=fields, actor=actor, source=source)
+            for pk in writable
+        )
+    return result
+
+
+def person_assign_owner(*, person_ids: Iterable, owner, actor=None, source: str) -> BulkResult:
+    owner = _clean_core("owner", owner)
+
+    def apply(ids):
+        return Person.objects.filter(pk__in=ids).update(owner=owner, updated_at=clock.now())
+
+    return _bulk_write(person_ids, action="assign_owner", fields=["owner"], actor=actor,
+                       source=source, apply=apply)
+
+
+def marketing_list_add(
+    *, marketing_list: MarketingList, person_ids: Iterable, actor=None, source: str
+) -> BulkResult:
+    """Add people to a list; stopped records are skipped (adding is processing)."""
+
+    def apply(ids):
+        existing = set(
+            ListMembership.objects.filter(marketing_list=marketing_list, person_id__in=ids)
+            .values_list("person_id", flat=True)
+        )
+        new = [pk for pk in ids if pk not in existing]
+        ListMembership.objects.bulk_create(
+            [ListMembership(marketing_list=marketing_list, person_id=pk, source=source)
+             for pk in new],
+            ignore_conflicts=True,
+        )
+        return len(new)
+
+    return _bulk_write(person_ids, action="list_add", fields=["marketing_lists"], actor=actor,
+                       source=source, apply=apply)
+
+
+def marketing_list_remove(
+    *, marketing_list: MarketingList, person_ids: Iterable, actor=None, source: str
+) -> int:
+    """Remove people from a list. Allowed even for stopped records: it reduces processing."""
+    ids = list(person_ids)
+    with transaction.atomic():
+        removed_ids = list(
+            ListMembership.objects.filter(marketing_list=marketing_list, person_id__in=ids)
+            .values_list("person_id", flat=True)
+        )
+        ListMembership.objects.filter(
+            marketing_list=marketing_list, person_id__in=removed_ids
+        ).delete()
+        AuditEntry.objects.bulk_create(
+            _audit(person_id=pk, action="list_remove", fields=["marketing_lists"], actor=actor,
+                   source=source)
+            for pk in removed_ids
+        )
+    return len(removed_ids)
+
+
+def organisation_save(*, organisation: Organisation) -> Organisation:
+    organisation.full_clean()
+    organisation.save()
+    return organisation
+
+
+def marketing_list_save(*, marketing_list: MarketingList) -> MarketingList:
+    marketing_list.full_clean()
+    marketing_list.save()
+    return marketing_list
+
+
+def field_definition_clean(*, definition: FieldDefinition) -> None:
+    """Check a field definition against the registry's invariants (raises ValidationError).
+
+    Encryption is one way: once on it cannot be switched off by any path. Core definitions keep
+    their key and type (they describe real columns); custom ones keep their key (stored values
+    are keyed by it).
+    """
+    errors: dict = {}
+    before = FieldDefinition.objects.filter(pk=definition.pk).first() if definition.pk else None
+    if before is not None:
+        if before.is_encrypted and not definition.is_encrypted:
+            errors["is_encrypted"] = [_("Encryption cannot be switched off once on.")]
+        if before.key != definition.key:
+            errors["key"] = [_("A field keeps its key: stored values use it.")]
+        if before.is_core and before.field_type != definition.field_type:
+            errors["field_type"] = [_("A core field keeps its type.")]
+    elif definition.key in core_field_names():
+        errors["key"] = [_("This key names a core field.")]
+    if definition.field_type == FieldType.CHOICE:
+        if not (
+            isinstance(definition.choices, list) and definition.choices
+            and all(isinstance(c, str) and c.strip() for c in definition.choices)
+        ):
+            errors["choices"] = [_("A choice field needs a list of non-empty choices.")]
+    elif definition.choices:
+        errors["choices"] = [_("Only choice fields have choices.")]
+    if errors:
+        raise ValidationError(errors)
+
+
+def field_definition_save(*, definition: FieldDefinition) -> FieldDefinition:
+    with transaction.atomic():
+        if definition.pk:
+            # Serialise concurrent edits so the one-way check sees the committed state.
+            FieldDefinition.objects.select_for_update().filter(pk=definition.pk).first()
+        field_definition_clean(definition=definition)
+        definition.full_clean()
+        definition.save()
+    return definition
+
+

@@ -1,0 +1,58 @@
+import pytest
+
+from config import celery_app
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tasks_inline_by_default():
+    """Tests run tasks inline unless they start a real worker (see tests/config/test_celery.py)."""
+    previous = celery_app.conf.task_always_eager
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = previous
+
+
+@pytest.fixture
+def staff_user(db):
+    from tests.factories import StaffUserFactory
+
+    return StaffUserFactory(username="sam.staff")
+
+
+@pytest.fixture
+def admin_user_(db):
+    from tests.factories import AdminUserFactory
+
+    return AdminUserFactory(username="ada.admin")
+
+
+@pytest.fixture
+def staff_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def admin_client_(client, admin_user_):
+    client.force_login(admin_user_)
+    return client
+
+
+def _api(user):
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return api
+
+
+@pytest.fixture
+def staff_api(staff_user):
+    return _api(staff_user)
+
+
+@pytest.fixture
+def admin_api(admin_user_):
+    return _api(admin_user_)
