@@ -18,7 +18,7 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=True)
 
-_DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef"
+_DEV_SECRET_KEY = "dev-only-insecure-key-do-not-use-in-production-0123456789abcdef"  # noqa: S105
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not DEBUG:
     # Production must fail loudly rather than sign sessions and links with a guessable key.
@@ -90,7 +90,13 @@ TEMPLATES = [
 ]
 
 # Database: SQLite for a newcomer, PostgreSQL in tests and production.
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+try:
+    DATABASES = {
+        "default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+    }
+except (KeyError, ValueError) as error:
+    # The value is not echoed: it may hold a password.
+    raise ImproperlyConfigured(f"DATABASE_URL is malformed ({error!r} not understood).") from None
 # Persistent connections: reconnecting per request costs ~10x on the preference page.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import Q
 from django.shortcuts import render
 from django.utils.html import format_html, format_html_join
@@ -408,6 +409,7 @@ admin.site.register(Person, PersonAdmin)
 
 @admin.register(Organisation)
 class OrganisationAdmin(admin.ModelAdmin):
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     list_display = ("name", "country", "website", "created_at")
     search_fields = ("name",)
 

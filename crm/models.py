@@ -189,6 +189,9 @@ class ListMembership(models.Model):
             models.UniqueConstraint(fields=["marketing_list", "person"], name="membership_unique")
         ]
 
+    def __str__(self):
+        return f"{self.marketing_list_id}:{self.person_id}"
+
 
 class FieldType(models.TextChoices):
     TEXT = "text", _("Text")

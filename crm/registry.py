@@ -95,10 +95,10 @@ def clean_custom(
 ) -> dict:
     """Merge `values` into `current` and return the new custom dict.
 
-    Keys given with an empty value are removed. Required fields are demanded on create only, so
-    adding a required field later does not block every edit of older records. Unknown keys are refused, so a typo in an API
-    client or an import mapping is reported instead of silently stored.
-    Errors are keyed `custom.<key>`.
+    Keys given with an empty value are removed. Unknown keys are refused, so a typo in an API
+    client or an import mapping is reported instead of silently stored. Required fields are
+    demanded on create only, so adding a required field later does not block every edit of
+    older records. Errors are keyed `custom.<key>`.
     """
     if not isinstance(values, dict):
         raise ValidationError({"custom": [_("Expected an object of field keys to values.")]})

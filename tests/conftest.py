@@ -12,6 +12,17 @@ def _tasks_inline_by_default():
     celery_app.conf.task_always_eager = previous
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing():
+    """PBKDF2's deliberate slowness costs ~0.3 s per test user; tests do not need it."""
+    from django.conf import settings
+
+    previous = settings.PASSWORD_HASHERS
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    yield
+    settings.PASSWORD_HASHERS = previous
+
+
 @pytest.fixture
 def staff_user(db):
     from tests.factories import StaffUserFactory

@@ -29,11 +29,17 @@ class UserFactory(factory.django.DjangoModelFactory):
 
 
 class StaffUserFactory(UserFactory):
-    role = STAFF
+    """A user in the Staff group (works people, no settings)."""
+
+    role = factory.PostGeneration(lambda user, create, extracted, **kw: create and user.groups.add(
+        Group.objects.get(name=extracted or STAFF)))
 
 
 class AdminUserFactory(UserFactory):
-    role = ADMINS
+    """A user in the Admins group (settings and everything else)."""
+
+    role = factory.PostGeneration(lambda user, create, extracted, **kw: create and user.groups.add(
+        Group.objects.get(name=extracted or ADMINS)))
 
 
 class OrganisationFactory(factory.django.DjangoModelFactory):
