@@ -187,16 +187,19 @@ def _changed_fields(person: Person, cleaned: dict) -> list[str]:
     return changed
 
 
+def _set_fields(cleaned: dict) -> list[str]:
+    names = [k for k, v in cleaned.items() if k != "custom" and v not in ("", None)]
+    return names + list(cleaned.get("custom") or {})
+
+
 def person_create(*, data: dict, actor=None, source: str) -> Person:
     """Create a lead (default) or contact from `data` and record who did it."""
     cleaned = person_clean(data)
     person = Person(**cleaned)
-    if person.kind == Kind.CONTACT:
-        person.converted_at = None
     try:
         with transaction.atomic():
             person.save(force_insert=True)
-            _audit(person_id=person.pk, action="create", fields=_changed_fields(Person(), cleaned),
+            _audit(person_id=person.pk, action="create", fields=_set_fields(cleaned),
                    actor=actor, source=source).save()
     except IntegrityError:
         # Two writers raced on the same address; the unique index kept one.
@@ -256,7 +259,10 @@ class BulkResult:
 
 
 def _bulk_write(person_ids, *, action: str, fields: list[str], actor, source: str, apply):
-    """Lock the rows, skip stopped records, apply a set-based change and audit each person."""
+    """Lock the rows, skip stopped records, apply a set-based change and audit each person.
+
+    `apply` gets the writable ids and returns the ids it actually changed (only those are audited).
+    """
     result = BulkResult()
     with transaction.atomic():
         rows = list(
@@ -266,10 +272,11 @@ def _bulk_write(person_ids, *, action: str, fields: list[str], actor, source: st
         )
         writable = [pk for pk, stopped in rows if stopped is None]
         result.skipped_stopped = len(rows) - len(writable)
-        result.done = apply(writable)
+        changed = apply(writable)
+        result.done = len(changed)
         AuditEntry.objects.bulk_create(
             _audit(person_id=pk, action=action, fields=fields, actor=actor, source=source)
-            for pk in writable
+            for pk in changed
         )
     return result
 
@@ -278,7 +285,12 @@ def person_assign_owner(*, person_ids: Iterable, owner, actor=None, source: str)
     owner = _clean_core("owner", owner)
 
     def apply(ids):
-        return Person.objects.filter(pk__in=ids).update(owner=owner, updated_at=clock.now())
+        to_change = Person.objects.filter(pk__in=ids)
+        to_change = (to_change.exclude(owner=owner) if owner is not None
+                     else to_change.filter(owner__isnull=False))
+        changed = list(to_change.values_list("pk", flat=True))
+        Person.objects.filter(pk__in=changed).update(owner=owner, updated_at=clock.now())
+        return changed
 
     return _bulk_write(person_ids, action="assign_owner", fields=["owner"], actor=actor,
                        source=source, apply=apply)
@@ -300,7 +312,7 @@ def marketing_list_add(
              for pk in new],
             ignore_conflicts=True,
         )
-        return len(new)
+        return new
 
     return _bulk_write(person_ids, action="list_add", fields=["marketing_lists"], actor=actor,
                        source=source, apply=apply)

@@ -179,6 +179,13 @@ def test_bulk_owner_assignment_skips_stopped_records():
                                           source=STAFF)
     assert (result.done, result.skipped_stopped) == (2, 1)
     assert set(Person.objects.filter(owner=owner)) == set(people[1:])
+    again = services.person_assign_owner(person_ids=[p.pk for p in people], owner=owner,
+                                         source=STAFF)
+    assert again.done == 0
+    assert AuditEntry.objects.filter(action="assign_owner").count() == 2
+    cleared = services.person_assign_owner(person_ids=[p.pk for p in people], owner=None,
+                                           source=STAFF)
+    assert cleared.done == 2 and not Person.objects.filter(owner__isnull=False).exists()
 
 
 def test_marketing_list_add_is_idempotent_set_based_and_skips_stopped():
@@ -191,6 +198,7 @@ def test_marketing_list_add_is_idempotent_set_based_and_skips_stopped():
     assert len(queries) < 10
     again = services.marketing_list_add(marketing_list=mlist, person_ids=ids, source=STAFF)
     assert (first.done, first.skipped_stopped, again.done) == (49, 1, 0)
+    assert AuditEntry.objects.filter(action="list_add").count() == 49
     assert mlist.members.count() == 49
     removed = services.marketing_list_remove(marketing_list=mlist, person_ids=ids[:10],
                                              source=STAFF)

@@ -42,7 +42,7 @@ SEED = 20240501
 # A development convenience printed by `make run`; production refuses to run without --force.
 DEV_PASSWORD = "consenso-demo"  # noqa: S105
 EMAIL_DOMAIN = "example.com"  # reserved by RFC 2606: demo mail can never reach a real inbox
-_DEMO_EMAIL = re.compile(r"\.(\d+)@example\.com$")
+_DEMO_EMAIL = re.compile(rf"\.(\d+)@{re.escape(EMAIL_DOMAIN)}$")
 
 # Faker locale -> where its people live: (country, region, weight). Regions follow crm.Region.
 LOCALES = {
