@@ -154,6 +154,12 @@ BLIND_INDEX_KEY = env.str("BLIND_INDEX_KEY", default="")
 KEYS_DATABASE_URL = env.str("KEYS_DATABASE_URL", default="")
 if KEYS_DATABASE_URL:
     DATABASES["keys"] = env.db_url_config(KEYS_DATABASE_URL)
+    DATABASES["keys"]["CONN_MAX_AGE"] = DATABASES["default"]["CONN_MAX_AGE"]
+DATABASE_ROUTERS = ["encryption.router.KeysRouter"]
+# Reveals: per-user limit per hour, and the count in 10 minutes that alerts the admins.
+REVEAL_RATE_LIMIT_PER_HOUR = env.int("REVEAL_RATE_LIMIT_PER_HOUR", default=60)
+REVEAL_ALERT_THRESHOLD = env.int("REVEAL_ALERT_THRESHOLD", default=10)
+REVEAL_REMASK_SECONDS = 30
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

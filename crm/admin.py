@@ -2,18 +2,21 @@
 imports nothing above crm. Every save goes through crm.services."""
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import flatten_fieldsets
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.http import JsonResponse
 from django.shortcuts import render
+from django.urls import path
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from . import services
+from . import selectors, services
 from .errors import ServiceError
 from .forms import custom_form_field, custom_value_for_service
 from .models import (
@@ -25,7 +28,14 @@ from .models import (
     Organisation,
     Person,
 )
-from .registry import CORE_EDITABLE, custom_definitions
+from .registry import (
+    CORE_EDITABLE,
+    ENCRYPTED_CORE,
+    custom_definitions,
+    display_custom,
+    is_sealed,
+)
+from .reveal import person_reveal, revealable_fields
 
 admin.site.site_header = _("Consenso")
 admin.site.site_title = _("Consenso")
@@ -39,11 +49,20 @@ class PersonForm(forms.ModelForm):
 
     class Meta:
         model = Person
-        fields = ["kind", *CORE_EDITABLE, "email_opt_in"]
+        fields = ["kind", *(f for f in CORE_EDITABLE if f not in ENCRYPTED_CORE), "email_opt_in"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.creating = self.instance._state.adding
+        for name in ENCRYPTED_CORE:
+            stored = str(getattr(self.instance, name) or "")
+            self.fields[name] = forms.CharField(
+                label=Person._meta.get_field(f"{name}_mask").verbose_name.capitalize(),
+                required=False, max_length=64,
+                widget=forms.TextInput(attrs={"autocomplete": "off"}),
+                help_text=(_("Stored: %(mask)s. Type a new value to replace it.") % {
+                    "mask": stored} if stored else _("Encrypted at rest, masked to staff.")),
+            )
         if "email_opt_in" in self.fields:
             self.fields["email_opt_in"].choices = [
                 (value, label) for value, label in self.fields["email_opt_in"].choices
@@ -54,10 +73,15 @@ class PersonForm(forms.ModelForm):
                 is_staff=True, is_active=True
             )
         self.definitions = custom_definitions()
+        shown = display_custom(self.instance.custom)
         for definition in self.definitions:
-            self.fields[CUSTOM_PREFIX + definition.key] = custom_form_field(
-                definition, (self.instance.custom or {}).get(definition.key)
-            )
+            value = (self.instance.custom or {}).get(definition.key)
+            field = custom_form_field(definition, None if is_sealed(value) else value)
+            if definition.is_encrypted:
+                field.help_text = (_("Stored: %(mask)s. Type a new value to replace it.")
+                                   % {"mask": shown[definition.key]} if value
+                                   else _("Encrypted at rest, masked to staff."))
+            self.fields[CUSTOM_PREFIX + definition.key] = field
         for name in self.instance.locked_fields or []:
             field = self.fields.get(name) or self.fields.get(CUSTOM_PREFIX + name)
             if field is not None:
@@ -209,7 +233,8 @@ class PersonAdmin(admin.ModelAdmin):
         "kind", "stage", "region", OwnerFilter, "email_opt_in", ProcessingStoppedFilter,
         ErasureRequestedFilter,
     )
-    search_fields = ("first_name", "last_name", "email", "company")
+    search_fields = ("first_name", "last_name", "email", "company", "national_id_mask",
+                     "card_number_mask")
     list_select_related = ("owner",)
     list_per_page = 50
     show_full_result_count = False
@@ -230,6 +255,7 @@ class PersonAdmin(admin.ModelAdmin):
             (_("Company"), {"fields": ["company", "organisation", "country", "region", "stage",
                                        "owner"]}),
         ]
+        fieldsets.append((_("Sensitive data"), {"fields": list(ENCRYPTED_CORE)}))
         keys = [CUSTOM_PREFIX + d.key for d in custom_definitions()]
         if keys:
             fieldsets.append((_("Custom fields"), {"fields": keys}))
@@ -250,7 +276,7 @@ class PersonAdmin(admin.ModelAdmin):
         readonly = set(self.get_readonly_fields(request, obj))
         kwargs["fields"] = [
             f for f in flatten_fieldsets(self.get_fieldsets(request, obj))
-            if not f.startswith(CUSTOM_PREFIX) and f not in readonly
+            if not f.startswith(CUSTOM_PREFIX) and f not in readonly and f not in ENCRYPTED_CORE
         ]
         return super().get_form(request, obj, change=change, **kwargs)
 
@@ -301,6 +327,56 @@ class PersonAdmin(admin.ModelAdmin):
             "</tr>{}</table>",
             _("when"), _("what"), _("fields"), _("who"), _("via"), rows,
         )
+
+    def get_search_results(self, request, queryset, search_term):
+        # Also finds a full national ID or card number exactly, through its blind index.
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        exact = [pk for name in ENCRYPTED_CORE
+                 for pk in selectors.find_by_identifier(name, search_term)]
+        if exact:
+            results = results | queryset.filter(pk__in=exact)
+        return results, may_have_duplicates
+
+    # -- reveal -------------------------------------------------------------------------------
+    def get_urls(self):
+        info = self.model._meta.app_label, self.model._meta.model_name
+        return [
+            path("<path:object_id>/reveal/<slug:field>/",
+                 self.admin_site.admin_view(self.reveal_view),
+                 name="{}_{}_reveal".format(*info)),
+            *super().get_urls(),
+        ]
+
+    def reveal_view(self, request, object_id, field):
+        if request.method != "POST":
+            return JsonResponse({"detail": _("POST a reason to reveal.")}, status=405)
+        person = self.get_object(request, object_id)
+        if person is None or not self.has_view_permission(request, person):
+            return JsonResponse({"detail": _("Not found.")}, status=404)
+        try:
+            value = person_reveal(person=person, field_key=field, user=request.user,
+                                  reason=request.POST.get("reason", ""),
+                                  ip=request.META.get("REMOTE_ADDR"))
+        except ServiceError as error:
+            return JsonResponse({"detail": error.message}, status=error.status_code)
+        response = JsonResponse({"field": field, "value": value,
+                                 "remask_after_seconds": settings.REVEAL_REMASK_SECONDS})
+        response["Cache-Control"] = "no-store"
+        return response
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        person = self.get_object(request, object_id)
+        if person is not None:
+            allowed = revealable_fields(request.user)
+            shown = display_custom(person.custom)
+            sensitive = [(name, str(getattr(person, name) or "")) for name in ENCRYPTED_CORE]
+            sensitive += [(d.key, shown.get(d.key, "")) for d in custom_definitions()
+                          if d.is_encrypted]
+            extra_context = {**(extra_context or {}), "sensitive_fields": [
+                {"key": key, "mask": masked, "can_reveal": key in allowed and bool(masked)}
+                for key, masked in sensitive
+            ]}
+        return super().change_view(request, object_id, form_url, extra_context)
 
     # -- rights and saving --------------------------------------------------------------------
     def has_change_permission(self, request, obj=None):

@@ -1,5 +1,6 @@
 """REST API for people: parses, calls one service, renders."""
 
+from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status, viewsets
@@ -10,7 +11,30 @@ from config.permissions import ModelPermissions
 
 from . import selectors, services
 from .models import EmailOptIn, Kind, Person
-from .registry import CORE_EDITABLE
+from .registry import CORE_EDITABLE, display_custom
+from .reveal import person_reveal
+
+
+class MaskedField(serializers.CharField):
+    """Writes take the full value; reads only ever return the stored mask."""
+
+    def to_representation(self, value):
+        return str(value or "")
+
+
+class CustomField(serializers.DictField):
+    def to_representation(self, value):
+        return display_custom(value)
+
+
+class RevealSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=500)
+
+
+class RevealedSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    value = serializers.CharField()
+    remask_after_seconds = serializers.IntegerField()
 
 
 class PersonSerializer(serializers.ModelSerializer):
@@ -19,7 +43,9 @@ class PersonSerializer(serializers.ModelSerializer):
     email = serializers.CharField(max_length=254, required=False, allow_blank=True)
     kind = serializers.ChoiceField(choices=Kind.choices, required=False)
     email_opt_in = serializers.ChoiceField(choices=EmailOptIn.choices, required=False)
-    custom = serializers.DictField(required=False)
+    custom = CustomField(required=False)
+    national_id = MaskedField(required=False, allow_blank=True, max_length=64)
+    card_number = MaskedField(required=False, allow_blank=True, max_length=64)
     # Values are validated by the service (user must be staff, organisation must exist).
     owner = serializers.IntegerField(source="owner_id", required=False, allow_null=True)
     organisation = serializers.IntegerField(
@@ -105,3 +131,16 @@ class PersonViewSet(viewsets.ModelViewSet):
             person=self.get_object(), actor=request.user, source=services.Source.API
         )
         return Response(self.get_serializer(person).data, status=status.HTTP_200_OK)
+
+    @extend_schema(request=RevealSerializer, responses=RevealedSerializer)
+    @action(detail=True, methods=["post"], url_path=r"reveal/(?P<field>[a-z0-9_-]+)")
+    def reveal(self, request, pk=None, field=None):
+        """Reveal one sensitive value (logged; only for the field's reveal groups)."""
+        person = self.get_object()
+        body = RevealSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        value = person_reveal(person=person, field_key=field, user=request.user,
+                              reason=body.validated_data["reason"],
+                              ip=request.META.get("REMOTE_ADDR"))
+        return Response({"field": field, "value": value,
+                         "remask_after_seconds": settings.REVEAL_REMASK_SECONDS})

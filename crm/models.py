@@ -11,6 +11,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from encryption.fields import EncryptedField, EncryptedQuerySet
+
 
 class Kind(models.TextChoices):
     LEAD = "lead", _("Lead")
@@ -83,6 +85,20 @@ class Person(models.Model):
         settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
         on_delete=models.SET_NULL, related_name="owned_people",
     )
+    # Sensitive identifiers: sealed at rest, masked everywhere, revealed only through a logged
+    # reveal. The mask and blind-index columns come first (see EncryptedField).
+    national_id_mask = models.CharField(_("national ID"), max_length=64, blank=True)
+    national_id_bidx = models.CharField(max_length=16, blank=True, db_index=True)
+    national_id = EncryptedField(
+        mask_rule="last:4", mask_field="national_id_mask", index_field="national_id_bidx",
+        context="crm.person.national_id",
+    )
+    card_number_mask = models.CharField(_("card number"), max_length=64, blank=True)
+    card_number_bidx = models.CharField(max_length=16, blank=True, db_index=True)
+    card_number = EncryptedField(
+        mask_rule="last:4", mask_field="card_number_mask", index_field="card_number_bidx",
+        context="crm.person.card_number",
+    )
     language = models.CharField(
         _("language"), max_length=10, choices=settings.LANGUAGES, blank=True
     )
@@ -102,6 +118,8 @@ class Person(models.Model):
     converted_at = models.DateTimeField(_("converted to contact"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    objects = EncryptedQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]
@@ -136,12 +154,12 @@ class Person(models.Model):
         return f"{self.first_name} {self.last_name}".strip()
 
 
-class LeadManager(models.Manager):
+class LeadManager(models.Manager.from_queryset(EncryptedQuerySet)):
     def get_queryset(self):
         return super().get_queryset().filter(kind=Kind.LEAD)
 
 
-class ContactManager(models.Manager):
+class ContactManager(models.Manager.from_queryset(EncryptedQuerySet)):
     def get_queryset(self):
         return super().get_queryset().filter(kind=Kind.CONTACT)
 

@@ -11,16 +11,36 @@ from decimal import Decimal, InvalidOperation
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
+from encryption.masking import MASK_CHAR
+
 from .models import FieldDefinition, FieldType, Person
 
 # Core fields a person form and the API may write. Rights and opt-in state are written by the
 # services that own them, never by a general edit.
 CORE_EDITABLE = (
     "first_name", "last_name", "email", "phone", "company", "organisation",
-    "country", "region", "stage", "owner", "language",
+    "country", "region", "stage", "owner", "language", "national_id", "card_number",
 )
+# Core fields sealed at rest (EncryptedField on Person); their masks are what everyone sees.
+ENCRYPTED_CORE = ("national_id", "card_number")
+SEALED = "$sealed"
+
+
+def is_sealed(value) -> bool:
+    return isinstance(value, dict) and SEALED in value
+
+
+def custom_context(key: str) -> str:
+    return f"crm.person.custom.{key}"
+
+
+def display_custom(custom: dict) -> dict:
+    """Custom values as anyone may see them: sealed ones replaced by their mask."""
+    return {k: (v.get("mask", "") if is_sealed(v) else v) for k, v in (custom or {}).items()}
 
 TEXT_MAX_LENGTH = 1000
+# A client that reads a person and writes it back must not store the mask as the new value.
+MASK_ECHO_MESSAGE = "This is the masked value; send the full value, or leave the field out."
 _TRUE = {"true", "yes", "1", "on", "y", "si", "sì"}
 _FALSE = {"false", "no", "0", "off", "n"}
 
@@ -114,6 +134,9 @@ def clean_custom(
             if definition.required:
                 errors[f"custom.{key}"] = [_("This field is required.")]
             result.pop(key, None)
+            continue
+        if definition.is_encrypted and MASK_CHAR in str(value):
+            errors[f"custom.{key}"] = [MASK_ECHO_MESSAGE]
             continue
         try:
             result[key] = clean_custom_value(definition, value)

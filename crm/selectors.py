@@ -4,7 +4,12 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils.translation import gettext as _
 
+from encryption.blind_index import blind_index, normalise
+from encryption.cipher import DecryptionError
+from encryption.values import open_value
+
 from .models import EmailOptIn, Kind, Person, Region, Stage
+from .registry import ENCRYPTED_CORE
 from .services import normalise_email
 
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -53,9 +58,39 @@ def person_filter(params, queryset: QuerySet | None = None) -> QuerySet:
     if value := params.get("erasure_requested"):
         qs = qs.filter(erasure_requested_at__isnull=not _bool("erasure_requested", value))
     if value := params.get("search"):
-        for term in value.split()[:5]:
-            qs = qs.filter(
-                Q(first_name__icontains=term) | Q(last_name__icontains=term)
-                | Q(email__icontains=term) | Q(company__icontains=term)
-            )
+        qs = qs.filter(person_search_q(value))
     return qs
+
+
+def person_search_q(value: str) -> Q:
+    """Search names, email, company, the exposed characters of masked fields, and (exactly)
+    full sensitive identifiers through their blind index."""
+    query = Q()
+    for term in value.split()[:5]:
+        query &= (
+            Q(first_name__icontains=term) | Q(last_name__icontains=term)
+            | Q(email__icontains=term) | Q(company__icontains=term)
+            | Q(national_id_mask__icontains=term) | Q(card_number_mask__icontains=term)
+        )
+    exact = [pk for name in ENCRYPTED_CORE for pk in find_by_identifier(name, value)]
+    return query | Q(pk__in=exact) if exact else query
+
+
+def find_by_identifier(field: str, value: str) -> list:
+    """Ids of people whose sensitive `field` equals `value` (blind index, then re-checked)."""
+    if field not in ENCRYPTED_CORE or len(normalise(value)) < 4:
+        return []
+    context = f"crm.person.{field}"
+    candidates = Person.objects.filter(
+        **{f"{field}_bidx": blind_index(value, context=context)}
+    ).only("pk", field)[:50]
+    found = []
+    for person in candidates:
+        try:
+            plain = open_value(getattr(person, field).blob, subject_id=person.pk,
+                               context=context)
+        except DecryptionError:
+            continue  # shredded (erased) or unreadable: not a match
+        if normalise(plain) == normalise(value):
+            found.append(person.pk)
+    return found

@@ -5,7 +5,9 @@ never their values. The record lock (processing stopped, locked fields) is enfor
 here: the staff UI, the API, imports and workflows all come through these functions.
 """
 
+import base64
 import re
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -16,6 +18,8 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from config import clock
+from encryption.masking import DEFAULT_RULE, MASK_CHAR, mask
+from encryption.values import seal_value
 
 from .errors import FieldLocked, ProcessingStopped
 from .models import (
@@ -29,7 +33,17 @@ from .models import (
     Organisation,
     Person,
 )
-from .registry import CORE_EDITABLE, clean_custom, core_field_names, custom_definitions
+from .registry import (
+    CORE_EDITABLE,
+    ENCRYPTED_CORE,
+    MASK_ECHO_MESSAGE,
+    SEALED,
+    clean_custom,
+    core_field_names,
+    custom_context,
+    custom_definitions,
+    is_sealed,
+)
 
 
 class Source:
@@ -47,6 +61,7 @@ class Source:
 # only at creation); every later change goes through the opt-in service.
 OPT_IN_ON_CREATE = (EmailOptIn.NONE, EmailOptIn.SINGLE_OPT_IN_USER)
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
+_NATIONAL_ID = re.compile(r"^[A-Z0-9][A-Z0-9 ./-]{3,31}$")
 
 
 def normalise_email(value: str) -> str:
@@ -157,9 +172,52 @@ def _clean_core(name: str, value):
         value = value.upper()
         if value and not _COUNTRY.match(value):
             raise ValidationError(_("Enter a two-letter ISO country code."))
+    if name in ENCRYPTED_CORE:
+        return _clean_sensitive(name, value)
     field = Person._meta.get_field(name)
     field.clean(value, None)
     return value
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _clean_sensitive(name: str, value: str) -> str:
+    if MASK_CHAR in value:
+        raise ValidationError(MASK_ECHO_MESSAGE)
+    if not value:
+        return ""
+    if name == "card_number":
+        digits = re.sub(r"[\s-]", "", value)
+        if not digits.isdigit() or not 12 <= len(digits) <= 19 or not _luhn_ok(digits):
+            raise ValidationError(_("Enter a valid card number."))
+        return digits
+    value = value.upper()
+    if not _NATIONAL_ID.match(value):
+        raise ValidationError(_("Enter a national ID of 4 to 32 letters and digits."))
+    return value
+
+
+def _seal_custom(custom: dict, *, subject_id) -> dict:
+    """Seal the plaintext values of encrypted custom fields (sealed ones pass through)."""
+    encrypted = {d.key: d for d in custom_definitions() if d.is_encrypted}
+    sealed = dict(custom)
+    for key, value in custom.items():
+        definition = encrypted.get(key)
+        if definition is None or is_sealed(value):
+            continue
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        blob = seal_value(text, subject_id=subject_id, context=custom_context(key))
+        sealed[key] = {SEALED: base64.b64encode(blob).decode(),
+                       "mask": mask(text, definition.mask_rule or DEFAULT_RULE)}
+    return sealed
 
 
 def _check_writable(person: Person, changed: Iterable[str]) -> None:
@@ -182,6 +240,10 @@ def _changed_fields(person: Person, cleaned: dict) -> list[str]:
         if name == "custom":
             old = person.custom or {}
             changed += [k for k in set(old) | set(value) if old.get(k) != value.get(k)]
+        elif name in ENCRYPTED_CORE:
+            # Sealed values cannot be compared without decrypting: any new value is a change.
+            if value or getattr(person, name) is not None:
+                changed.append(name)
         elif getattr(person, name) != value:
             changed.append(name)
     return changed
@@ -195,7 +257,11 @@ def _set_fields(cleaned: dict) -> list[str]:
 def person_create(*, data: dict, actor=None, source: str) -> Person:
     """Create a lead (default) or contact from `data` and record who did it."""
     cleaned = person_clean(data)
-    person = Person(**cleaned)
+    subject_id = uuid.uuid4()
+    custom = _seal_custom(cleaned.pop("custom", {}), subject_id=subject_id)
+    # Sealing binds each value to the row id, so the id exists before the INSERT.
+    person = Person(id=subject_id, custom=custom, **cleaned)
+    cleaned["custom"] = custom
     try:
         with transaction.atomic():
             person.save(force_insert=True)
@@ -220,6 +286,8 @@ def person_update(*, person: Person, data: dict, actor=None, source: str) -> Per
             changed = _changed_fields(current, cleaned)
             if not changed:
                 return current
+            if "custom" in cleaned:
+                cleaned["custom"] = _seal_custom(cleaned["custom"], subject_id=current.pk)
             for name in {c if c in cleaned else "custom" for c in changed}:
                 setattr(current, name, cleaned[name])
             current.save()

@@ -1,1 +1,57 @@
-"""Models arrive with the issue that builds this app (see DESIGN.md)."""
+"""Data keys (envelope encryption) and the append-only field access log."""
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class DataKey(models.Model):
+    """One subject's (a person's) data key, wrapped by a master key.
+
+    Lives in the `keys` database when KEYS_DATABASE_URL is set (see router.py). Destroying the
+    row makes every value sealed under it unreadable everywhere, backups of the main database
+    included: that is how erasure shreds encrypted data.
+    """
+
+    subject_id = models.UUIDField(primary_key=True)
+    key_id = models.CharField(max_length=32)
+    master_key_id = models.CharField(max_length=32, db_index=True)
+    wrapped = models.BinaryField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("data key")
+
+    def __str__(self):
+        return f"data key of {self.subject_id}"
+
+
+class FieldAccessLog(models.Model):
+    """Who revealed which sensitive field of whom, when, from where and why.
+
+    Append-only: the application never updates or deletes a row. Each row carries a keyed hash
+    over its content and the previous row's hash, so an edited or removed row breaks the chain
+    (`manage.py verify_access_log`).
+    """
+
+    seq = models.BigIntegerField(unique=True)
+    at = models.DateTimeField(db_index=True)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(_("user"), max_length=150, db_index=True)
+    role = models.CharField(_("role"), max_length=150, blank=True)
+    subject_id = models.UUIDField(_("person"), db_index=True)
+    field = models.CharField(_("field"), max_length=64, db_index=True)
+    reason = models.TextField(_("reason"))
+    ip = models.GenericIPAddressField(_("from"), null=True, blank=True)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["-seq"]
+        verbose_name = _("field access")
+        verbose_name_plural = _("field access log")
+
+    def __str__(self):
+        return f"#{self.seq} {self.username} {self.field}"

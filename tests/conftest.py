@@ -1,3 +1,5 @@
+import base64
+
 import pytest
 
 from config import celery_app
@@ -21,6 +23,25 @@ def _fast_password_hashing():
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     yield
     settings.PASSWORD_HASHERS = previous
+
+
+# Fixed test keys (never used outside tests): two master keys so rotation can be exercised.
+TEST_KEYS = [
+    "t1:" + base64.b64encode(b"1" * 32).decode(),
+    "t0:" + base64.b64encode(b"0" * 32).decode(),
+]
+TEST_BLIND_INDEX_KEY = base64.b64encode(b"b" * 32).decode()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _encryption_keys():
+    from django.conf import settings
+
+    previous = settings.FIELD_ENCRYPTION_KEYS, settings.BLIND_INDEX_KEY
+    settings.FIELD_ENCRYPTION_KEYS = TEST_KEYS
+    settings.BLIND_INDEX_KEY = TEST_BLIND_INDEX_KEY
+    yield
+    settings.FIELD_ENCRYPTION_KEYS, settings.BLIND_INDEX_KEY = previous
 
 
 @pytest.fixture

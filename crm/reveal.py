@@ -1,0 +1,114 @@
+"""Revealing a sensitive value to an authorised staff member: the one path to plaintext.
+
+Who may reveal is the field's business (FieldDefinition.reveal_groups, crm's registry); the log
+and the decryption are encryption's. The log row is committed before the plaintext is returned.
+"""
+
+import base64
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.core.mail import send_mail
+from django.utils.translation import gettext as _
+
+from config import clock
+from encryption import access_log
+from encryption.values import open_value
+
+from .errors import ServiceError
+from .models import FieldDefinition, Person
+from .registry import ENCRYPTED_CORE, SEALED, custom_context, is_sealed
+from .roles import ADMINS
+
+
+class RevealDenied(ServiceError):
+    status_code = 403
+    code = "reveal_denied"
+
+
+class RevealRateLimited(ServiceError):
+    status_code = 429
+    code = "reveal_rate_limited"
+
+
+class NothingToReveal(ServiceError):
+    status_code = 404
+    code = "nothing_to_reveal"
+
+
+def can_reveal(user, definition: FieldDefinition) -> bool:
+    if not (user.is_active and user.is_staff and definition.is_encrypted):
+        return False
+    allowed = {g.pk for g in definition.reveal_groups.all()}
+    return bool(allowed & set(user.groups.values_list("pk", flat=True)))
+
+
+def revealable_fields(user) -> set[str]:
+    """Keys of the encrypted fields this user may reveal (one query for the person page)."""
+    groups = list(user.groups.values_list("pk", flat=True))
+    if not (user.is_active and user.is_staff and groups):
+        return set()
+    return set(
+        FieldDefinition.objects.filter(is_encrypted=True, reveal_groups__in=groups)
+        .values_list("key", flat=True)
+    )
+
+
+def _sealed_value(person: Person, key: str) -> tuple[bytes, str] | None:
+    if key in ENCRYPTED_CORE:
+        sealed = getattr(person, key)
+        return (sealed.blob, f"crm.person.{key}") if sealed is not None else None
+    value = (person.custom or {}).get(key)
+    if is_sealed(value):
+        return base64.b64decode(value[SEALED]), custom_context(key)
+    return None
+
+
+def _count(key: str, window: int) -> int:
+    bucket = f"{key}:{int(clock.now().timestamp()) // window}"
+    cache.add(bucket, 0, timeout=window * 2)
+    return cache.incr(bucket)
+
+
+def _alert_admins(user, count: int) -> None:
+    admins = get_user_model().objects.filter(groups__name=ADMINS, is_active=True)
+    recipients = [a.email for a in admins if a.email]
+    if recipients:
+        # Names the staff member and the count only: no person, no value.
+        send_mail(
+            _("Consenso: unusual number of sensitive-field reveals"),
+            _("%(user)s revealed %(count)d sensitive values in the last 10 minutes. "
+              "Review the field access log.") % {"user": user.get_username(), "count": count},
+            settings.DEFAULT_FROM_EMAIL, recipients,
+        )
+
+
+def person_reveal(*, person: Person, field_key: str, user, reason: str, ip: str | None) -> str:
+    """Return the plaintext of one sensitive field after logging the reveal.
+
+    Raises RevealDenied (not in the field's reveal groups), ValidationError-like ServiceError
+    for a missing reason, RevealRateLimited, NothingToReveal. Call it outside a transaction so
+    the log row is committed before the value is used.
+    """
+    definition = FieldDefinition.objects.filter(key=field_key, is_encrypted=True).first()
+    if definition is None or not can_reveal(user, definition):
+        raise RevealDenied(_("You may not reveal this field."))
+    reason = (reason or "").strip()
+    if not reason:
+        raise ServiceError(_("Say why you need to see this value."), field="reason")
+    if len(reason) > 500:
+        raise ServiceError(_("Keep the reason under 500 characters."), field="reason")
+    sealed = _sealed_value(person, field_key)
+    if sealed is None:
+        raise NothingToReveal(_("No value is stored for this field."))
+    if _count(f"reveal-hour:{user.pk}", 3600) > settings.REVEAL_RATE_LIMIT_PER_HOUR:
+        raise RevealRateLimited(_("Too many reveals this hour; try again later."))
+    roles = ", ".join(sorted(user.groups.values_list("name", flat=True)))
+    access_log.append(user=user, role=roles, subject_id=person.pk, field=field_key,
+                      reason=reason, ip=ip)
+    recent = _count(f"reveal-10min:{user.pk}", 600)
+    if recent == settings.REVEAL_ALERT_THRESHOLD:
+        _alert_admins(user, recent)
+    blob, context = sealed
+    return open_value(blob, subject_id=person.pk, context=context)

@@ -1,0 +1,26 @@
+"""Blind index: exact-match search on full identifiers without decrypting.
+
+HMAC-SHA256 with a key derived per field from BLIND_INDEX_KEY, truncated to 4 bytes on purpose:
+a hit is a candidate that the caller re-checks after decryption, and the short tag means a stolen
+index cannot confirm a guessed value on its own.
+"""
+
+import hashlib
+import hmac
+import re
+
+from .keys import derive, keyring
+
+TAG_BYTES = 4
+_NOISE = re.compile(r"[\s\-./]")
+
+
+def normalise(value: str) -> str:
+    return _NOISE.sub("", value or "").upper()
+
+
+def blind_index(value: str, *, context: str) -> str:
+    if not value:
+        return ""
+    key = derive(keyring().blind_index_key, f"blind-index:{context}")
+    return hmac.new(key, normalise(value).encode(), hashlib.sha256).digest()[:TAG_BYTES].hex()

@@ -1,0 +1,105 @@
+"""Per-subject data keys: created on first use, wrapped by the primary master key, destroyed on
+erasure (crypto-shredding), re-wrapped on master-key rotation."""
+
+import os
+import secrets
+import uuid
+from collections.abc import Iterable
+
+from django.db import transaction
+
+from .cipher import DecryptionError, open_sealed, seal
+from .keys import keyring
+from .models import DataKey
+from .router import keys_db
+
+DATA_KEY_BYTES = 32
+
+
+class DataKeyDestroyed(DecryptionError):
+    """The subject's data key was destroyed (erasure): their sealed values are gone for good."""
+
+
+def _aad(subject_id, key_id: str) -> bytes:
+    return f"datakey:{subject_id}:{key_id}".encode()
+
+
+def _wrap(subject_id, key_id: str, key: bytes) -> DataKey:
+    ring = keyring()
+    return DataKey(
+        subject_id=subject_id, key_id=key_id, master_key_id=ring.primary_id,
+        wrapped=seal(key, key=ring.primary, key_id=ring.primary_id,
+                     aad=_aad(subject_id, key_id)),
+    )
+
+
+def _unwrap(row: DataKey) -> bytes:
+    master = keyring().get(row.master_key_id)
+    return open_sealed(bytes(row.wrapped), key=master, aad=_aad(row.subject_id, row.key_id))
+
+
+def data_keys(subject_ids: Iterable, *, create: bool) -> dict:
+    """Map subject id → (key id, key bytes) for many subjects in one query (plus one insert).
+
+    With create=False a subject without a key is left out of the result.
+    """
+    ids = [s if isinstance(s, uuid.UUID) else uuid.UUID(str(s)) for s in subject_ids]
+    db = keys_db()
+    rows = {r.subject_id: r for r in DataKey.objects.using(db).filter(subject_id__in=ids)}
+    if create:
+        missing = [s for s in dict.fromkeys(ids) if s not in rows]
+        if missing:
+            fresh = [_wrap(s, secrets.token_hex(4), os.urandom(DATA_KEY_BYTES)) for s in missing]
+            # Another process may create the same subject's key at the same moment: keep
+            # whichever row won and read it back.
+            DataKey.objects.using(db).bulk_create(fresh, ignore_conflicts=True)
+            rows.update(
+                (r.subject_id, r) for r in DataKey.objects.using(db).filter(subject_id__in=missing)
+            )
+    return {s: (row.key_id, _unwrap(row)) for s, row in rows.items()}
+
+
+def data_key(subject_id, *, create: bool) -> tuple[str, bytes]:
+    found = data_keys([subject_id], create=create)
+    if not found:
+        raise DataKeyDestroyed("This person's data key was destroyed; their values are erased.")
+    return next(iter(found.values()))
+
+
+def destroy_data_key(subject_id) -> bool:
+    """Crypto-shred: delete the subject's data key. Returns whether one existed."""
+    deleted, _ = DataKey.objects.using(keys_db()).filter(subject_id=subject_id).delete()
+    return bool(deleted)
+
+
+def rewrap_batch(batch_size: int = 1000) -> int:
+    """Re-wrap up to `batch_size` data keys still under a non-primary master key.
+
+    Resumable by construction: each batch commits on its own and the next call picks up the
+    keys that are still under an old master key. Returns how many were re-wrapped.
+    """
+    ring = keyring()
+    db = keys_db()
+    with transaction.atomic(using=db):
+        rows = list(
+            DataKey.objects.using(db).select_for_update(skip_locked=True)
+            .exclude(master_key_id=ring.primary_id)[:batch_size]
+        )
+        rewrapped = []
+        for row in rows:
+            fresh = _wrap(row.subject_id, row.key_id, _unwrap(row))
+            row.master_key_id, row.wrapped = fresh.master_key_id, fresh.wrapped
+            rewrapped.append(row)
+        DataKey.objects.using(db).bulk_update(rewrapped, ["master_key_id", "wrapped"])
+    return len(rewrapped)
+
+
+def master_key_usage() -> dict:
+    """How many data keys each master key wraps (a key may be retired at zero)."""
+    from django.db.models import Count
+
+    usage = {key_id: 0 for key_id in keyring().keys}
+    for row in (DataKey.objects.using(keys_db()).values("master_key_id")
+                .annotate(n=Count("subject_id"))):
+        usage[row["master_key_id"]] = row["n"]
+    return usage

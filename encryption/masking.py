@@ -1,0 +1,40 @@
+"""Masks stored at write time, so lists, exports, search and the API never decrypt.
+
+Rules: `last:N` (show the last N characters), `first:N` (the first N), `fixed:N` (N mask
+characters whatever the value, for free text whose length must not leak), `full` (nothing shown).
+Whatever the rule, at most half of a value's characters are ever exposed.
+"""
+
+import re
+
+MASK_CHAR = "•"
+RULE = re.compile(r"^(last|first|fixed):([0-9]{1,2})$|^full$")
+DEFAULT_RULE = "fixed:8"
+
+
+def validate_rule(rule: str) -> None:
+    if not RULE.match(rule or ""):
+        raise ValueError("Mask rules are last:N, first:N, fixed:N or full.")
+
+
+def mask(value: str, rule: str) -> str:
+    if not value:
+        return ""
+    rule = rule or DEFAULT_RULE
+    validate_rule(rule)
+    if rule == "full":
+        return MASK_CHAR * 8
+    kind, n = rule.split(":")
+    n = int(n)
+    if kind == "fixed":
+        return MASK_CHAR * n
+    shown = min(n, len(value) // 2)
+    hidden = len(value) - shown
+    if kind == "last":
+        return MASK_CHAR * hidden + (value[-shown:] if shown else "")
+    return value[:shown] + MASK_CHAR * hidden
+
+
+def exposed(masked: str) -> str:
+    """The characters a mask exposes (what staff search can match)."""
+    return masked.replace(MASK_CHAR, "")
