@@ -455,8 +455,17 @@ def field_definition_save(*, definition: FieldDefinition) -> FieldDefinition:
             # Serialise concurrent edits so the one-way check sees the committed state.
             FieldDefinition.objects.select_for_update().filter(pk=definition.pk).first()
         field_definition_clean(definition=definition)
+        switched_on = definition.is_encrypted and not (
+            definition.pk and FieldDefinition.objects.filter(pk=definition.pk,
+                                                             is_encrypted=True).exists()
+        )
         definition.full_clean()
         definition.save()
+        if switched_on and not definition.is_core:
+            from .tasks import seal_custom_field_values
+
+            # Values stored before the switch are sealed in the background, in batches.
+            transaction.on_commit(lambda: seal_custom_field_values.delay(definition.pk))
     return definition
 
 
