@@ -99,6 +99,7 @@ def person_reveal(*, person: Person, field_key: str, user, reason: str, ip: str 
         raise ServiceError(_("Say why you need to see this value."), field="reason")
     if len(reason) > 500:
         raise ServiceError(_("Keep the reason under 500 characters."), field="reason")
+    person = Person.objects.get(pk=person.pk)  # fresh: never reveal from a stale copy
     sealed = _sealed_value(person, field_key)
     if sealed is None:
         raise NothingToReveal(_("No value is stored for this field."))

@@ -7,7 +7,8 @@ PG_UP = """
 CREATE OR REPLACE FUNCTION crm_fielddefinition_encryption_one_way() RETURNS trigger AS $$
 BEGIN
     IF OLD.is_encrypted AND NOT NEW.is_encrypted THEN
-        RAISE EXCEPTION 'Encryption of field % cannot be switched off', OLD.key;
+        RAISE EXCEPTION USING MESSAGE =
+            'Encryption of field ' || OLD.key || ' cannot be switched off';
     END IF;
     RETURN NEW;
 END $$ LANGUAGE plpgsql;

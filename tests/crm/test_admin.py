@@ -6,6 +6,7 @@ from django.urls import reverse
 from campaigns.models import MailboxMessage
 from config import clock
 from crm.models import AuditEntry, Contact, FieldType, Lead, Person
+from encryption.models import FieldAccessLog
 from tests.factories import (
     FieldDefinitionFactory,
     MailboxMessageFactory,
@@ -29,7 +30,7 @@ def test_every_admin_list_and_form_renders_for_an_admin(admin_client_):
     MailboxMessageFactory()
     OrganisationFactory()
     MarketingListFactory()
-    read_only = {MailboxMessage, AuditEntry}
+    read_only = {MailboxMessage, AuditEntry, FieldAccessLog}
     for model, _model_admin, info in admin_urls():
         response = admin_client_.get(reverse("admin:{}_{}_changelist".format(*info)))
         assert response.status_code == 200, info
