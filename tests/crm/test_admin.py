@@ -215,3 +215,20 @@ def test_organisation_and_list_pages_save(staff_client):
                                   "listmembership_set-TOTAL_FORMS": 0,
                                   "listmembership_set-INITIAL_FORMS": 0})
     assert response.status_code in (200, 302)
+
+
+def test_staff_replaces_a_sensitive_value_and_blank_keeps_it(staff_client, staff_user):
+    person = PersonFactory(kind="contact", card_number="4111111111111111")
+    url = reverse("admin:crm_contact_change", args=[person.pk])
+    page = staff_client.get(url).content.decode()
+    assert "Stored: ••••••••••••1111" in page and "4111111111111111" not in page
+    form = {
+        "first_name": person.first_name, "last_name": person.last_name, "email": person.email,
+        "phone": "", "language": "", "company": person.company, "organisation": "",
+        "country": "IT", "region": "EU", "stage": "new", "owner": "",
+        "national_id": "", "card_number": "", "_save": "Save",
+    }
+    assert staff_client.post(url, form).status_code == 302
+    assert Person.objects.get(pk=person.pk).card_number_mask == "••••••••••••1111"
+    assert staff_client.post(url, {**form, "card_number": "5555 5555 5555 4444"}).status_code == 302
+    assert Person.objects.get(pk=person.pk).card_number_mask == "••••••••••••4444"

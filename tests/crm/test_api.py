@@ -212,3 +212,24 @@ def test_schema_and_docs_list_the_person_endpoints(admin_client_):
 
 def test_schema_is_not_public(client):
     assert client.get("/api/schema/").status_code in (401, 403)
+
+
+def test_sensitive_fields_are_written_in_full_and_read_masked(staff_api):
+    response = staff_api.post(URL, {"email": "s@example.org", "card_number": "4111 1111 1111 1111",
+                                    "national_id": "AB123456"}, format="json")
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["card_number"] == "••••••••••••1111"
+    assert body["national_id"] == "••••3456"
+    assert "4111111111111111" not in response.content.decode()
+    # Sending the mask back (GET-modify-PUT) is refused instead of overwriting the value.
+    echo = staff_api.patch(f"{URL}{body['id']}/", {"card_number": body["card_number"]},
+                           format="json")
+    assert echo.status_code == 400 and "card_number" in echo.json()
+
+
+@pytest.mark.parametrize(("field", "value"), [("card_number", "4111111111111112"),
+                                              ("national_id", "!!"), ("card_number", 42)])
+def test_bad_sensitive_values_get_400(staff_api, field, value):
+    response = staff_api.post(URL, {field: value}, format="json")
+    assert response.status_code == 400 and field in response.json()
