@@ -16,6 +16,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from config.readonly_admin import ReadOnlyAdminMixin
+
 from . import field_encryption, selectors, services
 from .errors import ServiceError
 from .forms import custom_form_field, custom_value_for_service
@@ -127,30 +129,33 @@ class PersonForm(forms.ModelForm):
         pass
 
 
-class ProcessingStoppedFilter(admin.SimpleListFilter):
+class _DateSetFilter(admin.SimpleListFilter):
+    """Yes/no on whether a rights timestamp (`field`) is set."""
+
+    field = ""
+    choices = ("", "")
+
+    def lookups(self, request, model_admin):
+        return [("yes", self.choices[0]), ("no", self.choices[1])]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(**{f"{self.field}__isnull": self.value() == "no"})
+        return queryset
+
+
+class ProcessingStoppedFilter(_DateSetFilter):
     title = _("processing stopped")
     parameter_name = "processing_stopped"
-
-    def lookups(self, request, model_admin):
-        return [("yes", _("Stopped")), ("no", _("Not stopped"))]
-
-    def queryset(self, request, queryset):
-        if self.value() in ("yes", "no"):
-            return queryset.filter(processing_stopped_at__isnull=self.value() == "no")
-        return queryset
+    field = "processing_stopped_at"
+    choices = (_("Stopped"), _("Not stopped"))
 
 
-class ErasureRequestedFilter(admin.SimpleListFilter):
+class ErasureRequestedFilter(_DateSetFilter):
     title = _("erasure requested")
     parameter_name = "erasure_requested"
-
-    def lookups(self, request, model_admin):
-        return [("yes", _("Requested")), ("no", _("Not requested"))]
-
-    def queryset(self, request, queryset):
-        if self.value() in ("yes", "no"):
-            return queryset.filter(erasure_requested_at__isnull=self.value() == "no")
-        return queryset
+    field = "erasure_requested_at"
+    choices = (_("Requested"), _("Not requested"))
 
 
 class OwnerFilter(admin.SimpleListFilter):
@@ -581,7 +586,7 @@ class FieldDefinitionAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("at", "action", "person_id", "field_list", "actor", "source")
     list_filter = ("action", "source")
     search_fields = ("=person_id",)
@@ -591,14 +596,6 @@ class AuditEntryAdmin(admin.ModelAdmin):
     def field_list(self, obj):
         return ", ".join(obj.fields)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_search_results(self, request, queryset, search_term):
         # person_id is a UUID: a malformed term must narrow to nothing, not raise.

@@ -2,11 +2,13 @@
 
 from django.contrib import admin
 
+from config.readonly_admin import ReadOnlyAdminMixin
+
 from .models import FieldAccessLog
 
 
 @admin.register(FieldAccessLog)
-class FieldAccessLogAdmin(admin.ModelAdmin):
+class FieldAccessLogAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("seq", "at", "username", "role", "subject_id", "field", "reason", "ip")
     list_filter = ("field", "role")
     search_fields = ("username", "=subject_id", "field", "reason")
@@ -24,11 +26,3 @@ class FieldAccessLogAdmin(admin.ModelAdmin):
                 field__icontains=search_term) | queryset.filter(
                 reason__icontains=search_term), False
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
