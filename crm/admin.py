@@ -133,10 +133,10 @@ class _DateSetFilter(admin.SimpleListFilter):
     """Yes/no on whether a rights timestamp (`field`) is set."""
 
     field = ""
-    choices = ("", "")
+    labels = ("", "")
 
     def lookups(self, request, model_admin):
-        return [("yes", self.choices[0]), ("no", self.choices[1])]
+        return [("yes", self.labels[0]), ("no", self.labels[1])]
 
     def queryset(self, request, queryset):
         if self.value() in ("yes", "no"):
@@ -148,14 +148,14 @@ class ProcessingStoppedFilter(_DateSetFilter):
     title = _("processing stopped")
     parameter_name = "processing_stopped"
     field = "processing_stopped_at"
-    choices = (_("Stopped"), _("Not stopped"))
+    labels = (_("Stopped"), _("Not stopped"))
 
 
 class ErasureRequestedFilter(_DateSetFilter):
     title = _("erasure requested")
     parameter_name = "erasure_requested"
     field = "erasure_requested_at"
-    choices = (_("Requested"), _("Not requested"))
+    labels = (_("Requested"), _("Not requested"))
 
 
 class OwnerFilter(admin.SimpleListFilter):
