@@ -1,7 +1,7 @@
 // Reveal a sensitive value on the staff person page: POST the reason, show the value, mask again.
 document.addEventListener("click", async (event) => {
   const button = event.target.closest(".reveal-button");
-  if (!button) return;
+  if (!button || button.disabled) return;
   const row = button.closest(".sensitive");
   const reason = row.querySelector(".reveal-reason");
   const shown = row.querySelector(".sensitive-value");
@@ -12,22 +12,32 @@ document.addEventListener("click", async (event) => {
     reason.setAttribute("aria-invalid", "true");
     return;
   }
+  reason.removeAttribute("aria-invalid");
+  shown.classList.remove("reveal-error");
+  // Disabled while the request runs: a double click must not reveal (and log) twice.
+  button.disabled = true;
   const body = new FormData();
   body.append("reason", reason.value);
   const token = document.querySelector("[name=csrfmiddlewaretoken]").value;
-  const response = await fetch(button.dataset.url, {
-    method: "POST", body, credentials: "same-origin", headers: {"X-CSRFToken": token},
-  });
-  const data = await response.json();
-  if (!response.ok) {
-    shown.textContent = data.detail || "Refused";
+  let response, data;
+  try {
+    response = await fetch(button.dataset.url, {
+      method: "POST", body, credentials: "same-origin", headers: {"X-CSRFToken": token},
+    });
+    // An expired session or a CSRF failure answers with an HTML page, not JSON.
+    data = await response.json();
+  } catch (error) {
+    data = {};
+  }
+  if (!response || !response.ok || data.value === undefined) {
+    shown.textContent = data.detail || button.dataset.refused || "Refused";
     shown.classList.add("reveal-error");
+    button.disabled = false;
     return;
   }
   shown.textContent = data.value;
   shown.classList.add("revealed");
   reason.value = "";
-  button.disabled = true;
   setTimeout(() => {
     shown.textContent = masked;
     shown.classList.remove("revealed");
