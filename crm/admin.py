@@ -377,10 +377,13 @@ class PersonAdmin(admin.ModelAdmin):
             sensitive = [(name, str(getattr(person, name) or "")) for name in ENCRYPTED_CORE]
             sensitive += [(d.key, shown.get(d.key, "")) for d in custom_definitions()
                           if d.is_encrypted]
+            labels = dict(FieldDefinition.objects.filter(is_encrypted=True)
+                          .values_list("key", "label"))
             extra_context = {**(extra_context or {}), "sensitive_fields": [
-                {"key": key, "mask": masked, "can_reveal": key in allowed and bool(masked)}
+                {"key": key, "label": labels.get(key, key), "mask": masked,
+                 "can_reveal": key in allowed and bool(masked)}
                 for key, masked in sensitive
-            ]}
+            ], "remask_after_seconds": settings.REVEAL_REMASK_SECONDS}
         return super().change_view(request, object_id, form_url, extra_context)
 
     # -- rights and saving --------------------------------------------------------------------

@@ -15,6 +15,22 @@ def _tasks_inline_by_default():
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _private_cache_namespace():
+    """Each test session gets its own cache key prefix: parallel runs sharing one Redis (the
+    broker's database too) never see each other's counters, and nothing needs FLUSHDB."""
+    import os
+    import time
+
+    from django.conf import settings
+    from django.test import override_settings
+
+    caches = {alias: {**conf, "KEY_PREFIX": f"test-{os.getpid()}-{time.time_ns()}"}
+              for alias, conf in settings.CACHES.items()}
+    with override_settings(CACHES=caches):
+        yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _fast_password_hashing():
     """PBKDF2's deliberate slowness costs ~0.3 s per test user; tests do not need it."""
     from django.conf import settings

@@ -18,13 +18,6 @@ pytestmark = pytest.mark.django_db
 CARD = "4111111111111111"
 
 
-@pytest.fixture(autouse=True)
-def _fresh_cache():
-    from django.core.cache import cache
-
-    cache.clear()
-
-
 def reveal(person, user, field="card_number", reason="customer asked on the phone"):
     return person_reveal(person=person, field_key=field, user=user, reason=reason,
                          ip="10.0.0.1")
