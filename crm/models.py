@@ -276,3 +276,74 @@ class AuditEntry(models.Model):
 
     def __str__(self):
         return f"{self.action} {self.person_id}"
+
+
+class ImportJob(models.Model):
+    """One CSV import of people: its file (sealed, in blocks), column mapping, state and counts.
+
+    Written only by `crm/imports.py`. Row errors keep the line number and the reasons, never the
+    row's values; the first `ERRORS_KEPT` are stored, `error_count` counts them all.
+    """
+
+    ERRORS_KEPT = 1000
+
+    class State(models.TextChoices):
+        DRAFT = "draft", _("Draft (mapping)")
+        QUEUED = "queued", _("Queued")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("started by"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+    )
+    source = models.CharField(_("via"), max_length=20)
+    file_name = models.CharField(_("file"), max_length=255, blank=True)
+    file_size = models.PositiveBigIntegerField(_("size (bytes)"), default=0)
+    header = models.JSONField(_("columns"), default=list)
+    mapping = models.JSONField(_("mapping"), default=dict, help_text=_("column → field key"))
+    state = models.CharField(
+        _("state"), max_length=10, choices=State.choices, default=State.DRAFT, db_index=True
+    )
+    total_rows = models.PositiveIntegerField(_("rows"), default=0)
+    processed_rows = models.PositiveIntegerField(_("processed"), default=0)
+    created_count = models.PositiveIntegerField(_("created"), default=0)
+    duplicate_count = models.PositiveIntegerField(_("skipped: already known"), default=0)
+    stopped_count = models.PositiveIntegerField(_("skipped: processing stopped"), default=0)
+    error_count = models.PositiveIntegerField(_("rows with errors"), default=0)
+    errors = models.JSONField(_("row errors"), default=list, blank=True)
+    failure = models.TextField(_("failure"), blank=True)
+    created_at = models.DateTimeField(_("uploaded"), auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("people import")
+        verbose_name_plural = _("people imports")
+
+    def __str__(self):
+        return f"{self.file_name or self.pk} ({self.get_state_display()})"
+
+
+class ImportFileBlock(models.Model):
+    """A piece of an import's file, sealed under the job's own data key.
+
+    The file holds plaintext identifiers (card numbers, national IDs): at rest it is encrypted,
+    and once the job finishes its blocks are deleted and its key destroyed.
+    """
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="blocks")
+    seq = models.PositiveIntegerField()
+    data = models.BinaryField()
+
+    class Meta:
+        ordering = ["job", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "seq"], name="import_block_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.job_id}#{self.seq}"

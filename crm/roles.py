@@ -18,6 +18,7 @@ STAFF_PERMISSIONS = {
     "crm.view_marketinglist", "crm.add_marketinglist", "crm.change_marketinglist",
     "crm.view_listmembership", "crm.add_listmembership", "crm.delete_listmembership",
     "crm.view_auditentry",
+    "crm.view_importjob", "crm.add_importjob",
     "campaigns.view_mailboxmessage",
 }
 

@@ -1,8 +1,9 @@
 """Celery tasks of crm: each takes ids, calls one service, and re-queues itself to continue."""
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
-from . import field_encryption
+from . import field_encryption, imports
 
 
 @shared_task(acks_late=True)
@@ -12,3 +13,16 @@ def seal_custom_field_values(definition_id: int, batch_size: int = 500) -> int:
     if sealed:
         seal_custom_field_values.delay(definition_id, batch_size)
     return sealed
+
+
+@shared_task(bind=True, acks_late=True, max_retries=5)
+def run_import(self, job_id: str) -> None:
+    """Run a queued people import; a transient database error retries, resuming after the last
+    committed chunk."""
+    try:
+        imports.import_job_run(job_id)
+    except (OperationalError, InterfaceError) as error:
+        if self.request.retries >= self.max_retries:
+            imports.import_job_fail(job_id=job_id, error=error)
+            raise
+        raise self.retry(countdown=5 * 2**self.request.retries) from error

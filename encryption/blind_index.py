@@ -20,7 +20,19 @@ def normalise(value: str) -> str:
 
 
 def blind_index(value: str, *, context: str) -> str:
-    if not value:
-        return ""
-    key = derive(keyring().blind_index_key, f"blind-index:{context}")
-    return hmac.new(key, normalise(value).encode(), hashlib.sha256).digest()[:TAG_BYTES].hex()
+    return blind_indexer(context)(value)
+
+
+def blind_indexer(context: str):
+    """`blind_index` for many values of one field: the field's key is derived once."""
+    keyed = hmac.new(derive(keyring().blind_index_key, f"blind-index:{context}"),
+                     digestmod=hashlib.sha256)
+
+    def index(value: str) -> str:
+        if not value:
+            return ""
+        tag = keyed.copy()
+        tag.update(normalise(value).encode())
+        return tag.digest()[:TAG_BYTES].hex()
+
+    return index

@@ -23,11 +23,14 @@ class UnknownKey(DecryptionError):
 
 
 def seal(plaintext: bytes, *, key: bytes, key_id: str, aad: bytes) -> bytes:
+    return seal_with(AESGCM(key), plaintext, key_id=key_id, aad=aad)
+
+
+def seal_with(aead: AESGCM, plaintext: bytes, *, key_id: str, aad: bytes) -> bytes:
+    """`seal` with a cipher object already keyed: bulk sealing reuses one per key."""
     kid = key_id.encode()
     nonce = os.urandom(NONCE_BYTES)
-    return bytes([FORMAT_VERSION, len(kid)]) + kid + nonce + AESGCM(key).encrypt(
-        nonce, plaintext, aad
-    )
+    return bytes([FORMAT_VERSION, len(kid)]) + kid + nonce + aead.encrypt(nonce, plaintext, aad)
 
 
 def key_id_of(blob: bytes) -> str:

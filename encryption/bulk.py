@@ -1,0 +1,75 @@
+"""Sealing values of many *new* subjects at once (imports).
+
+`values.seal_value` looks up (or creates) the subject's data key for every value: right for one
+record, a query per row for an import. Here the data keys of subjects that have none yet are
+generated and wrapped in memory, each cipher is keyed once, and the key rows are written in one
+COPY by `save_keys()` — the same key format, wrapping and sealed-value layout as `datakeys` and
+`values`, through their own helpers.
+"""
+
+import os
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from config import clock
+from config.pgcopy import CopyRows
+
+from .blind_index import blind_indexer
+from .cipher import seal_with
+from .datakeys import DATA_KEY_BYTES
+from .datakeys import _aad as _key_aad
+from .keys import keyring
+from .masking import mask
+from .models import DataKey
+from .router import keys_db
+from .values import _aad as _value_aad
+
+
+class NewSubjectSealer:
+    """Seals values for subjects that are being created now and so have no data key yet.
+
+    Call `save_keys()` before the rows holding the sealed values commit (in the same transaction
+    when the keys live in the main database): a sealed value whose key was never stored cannot be
+    opened. Not for existing subjects — their key already exists and would be shadowed.
+    """
+
+    def __init__(self):
+        ring = keyring()
+        self._master_id = ring.primary_id
+        self._master = AESGCM(ring.primary)
+        self._ciphers: dict = {}  # subject id (text) -> (key id, keyed cipher)
+        self._indexers: dict = {}
+        self._keys = CopyRows(DataKey, now=clock.now(), using=keys_db())
+
+    def seal(self, plaintext: str, *, subject_id, context: str) -> bytes:
+        subject = str(subject_id)
+        entry = self._ciphers.get(subject)
+        if entry is None:
+            entry = self._new_key(subject)
+        key_id, aead = entry
+        return seal_with(aead, plaintext.encode(), key_id=key_id,
+                         aad=_value_aad(context, subject))
+
+    def sealed_field(self, value: str, *, subject_id, context: str, mask_rule: str,
+                     indexed: bool = True) -> tuple[bytes, str, str]:
+        """(sealed value, mask, blind index) of one encrypted-field value, as EncryptedField
+        stores them."""
+        indexer = self._indexers.get(context)
+        if indexer is None:
+            indexer = self._indexers[context] = blind_indexer(context)
+        return (self.seal(value, subject_id=subject_id, context=context), mask(value, mask_rule),
+                indexer(value) if indexed else "")
+
+    def _new_key(self, subject: str):
+        random = os.urandom(DATA_KEY_BYTES + 4)
+        key, key_id = random[:DATA_KEY_BYTES], random[DATA_KEY_BYTES:].hex()
+        wrapped = seal_with(self._master, key, key_id=self._master_id,
+                            aad=_key_aad(subject, key_id))
+        self._keys.add({"subject_id": subject, "key_id": key_id,
+                        "master_key_id": self._master_id, "wrapped": wrapped})
+        entry = self._ciphers[subject] = (key_id, AESGCM(key))
+        return entry
+
+    def save_keys(self) -> int:
+        """Write the data keys generated so far (one COPY); returns how many."""
+        return self._keys.write()

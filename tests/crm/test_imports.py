@@ -1,0 +1,270 @@
+import io
+
+import pytest
+from django.db import OperationalError, connection
+from django.test.utils import CaptureQueriesContext
+
+from config import clock
+from crm import imports, services
+from crm.models import AuditEntry, FieldType, ImportFileBlock, ImportJob, Person
+from crm.selectors import find_by_identifier
+from encryption.models import DataKey
+from tests.factories import FieldDefinitionFactory, PersonFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+VISA = "4111 1111 1111 1111"
+HEADER = "first_name,last_name,email,email_opt_in,national_id,card_number\n"
+
+
+def stop_processing(person):
+    # Planted as data until the stop-processing service lands (as in test_services).
+    Person.objects.filter(pk=person.pk).update(processing_stopped_at=clock.now())
+
+
+def run_import(text: str, *, mapping=None, user=None) -> ImportJob:
+    """Upload, map (default mapping unless given), start, and run inline like the worker."""
+    job = imports.import_job_create(upload=io.BytesIO(text.encode()), user=user,
+                                    source=services.Source.STAFF, file_name="people.csv")
+    imports.import_job_set_mapping(job=job, mapping=mapping)
+    imports.import_job_start(job=job)
+    return imports.import_job_run(job.pk)
+
+
+def errors_by_line(job) -> dict:
+    return {e["line"]: e["errors"] for e in job.errors}
+
+
+def test_good_rows_import_while_bad_rows_are_reported_with_their_line_numbers():
+    FieldDefinitionFactory(key="budget", field_type=FieldType.NUMBER)
+    text = (
+        "first_name,email,email_opt_in,card_number,budget\n"   # line 1
+        "Ada,ada@example.org,none,,10\n"                        # 2 good
+        "Bad,not-an-email,none,,\n"                             # 3 bad email
+        "Opt,opt@example.org,double_opt_in,,\n"                 # 4 opt-in not allowed
+        "Cus,cus@example.org,none,,lots\n"                      # 5 bad custom value
+        "Car,car@example.org,none,4111 1111 1111 1112,\n"       # 6 Luhn fails
+        '"Quo"te,quote@example.org,none,,\n'                    # 7 malformed quotes
+        "Many,many@example.org,none,,,extra\n"                  # 8 too many columns
+        "Grace,grace@example.org,single_opt_in_user,4111111111111111,\n"  # 9 good
+    )
+    job = run_import(text)
+    assert job.state == ImportJob.State.DONE
+    assert (job.total_rows, job.processed_rows, job.created_count, job.error_count) == (8, 8, 2, 6)
+    errors = errors_by_line(job)
+    assert sorted(errors) == [3, 4, 5, 6, 7, 8]
+    assert "email" in errors[3]
+    assert "email_opt_in" in errors[4]
+    assert "custom.budget" in errors[5]
+    assert "card_number" in errors[6]
+    assert "row" in errors[7] and "row" in errors[8]
+    assert set(Person.objects.values_list("email", flat=True)) == {
+        "ada@example.org", "grace@example.org"}
+    grace = Person.objects.get(email="grace@example.org")
+    assert grace.email_opt_in == "single_opt_in_user"
+    assert Person.objects.get(email="ada@example.org").custom == {"budget": 10}
+
+
+def test_line_numbers_count_physical_lines_of_quoted_multiline_fields():
+    text = (
+        "first_name,company,email\n"
+        'Ada,"Analytical\nEngines",ada@example.org\n'   # lines 2-3
+        "Bad,Co,nope\n"                                  # line 4
+    )
+    job = run_import(text)
+    assert errors_by_line(job).keys() == {4}
+    assert Person.objects.get(email="ada@example.org").company == "Analytical\nEngines"
+
+
+def test_dedupe_by_normalised_email_within_the_file_and_against_existing_people():
+    PersonFactory(email="known@example.org", first_name="Staff", last_name="Kept")
+    text = HEADER + (
+        "New,One,new@example.org,,,\n"
+        "Dup,Case,  NEW@Example.org ,,,\n"
+        "Other,Name,Known@example.org,,,\n"
+    )
+    job = run_import(text)
+    assert (job.created_count, job.duplicate_count, job.error_count) == (1, 2, 0)
+    assert Person.objects.filter(email="new@example.org").get().first_name == "New"
+    known = Person.objects.get(email="known@example.org")
+    assert (known.first_name, known.last_name) == ("Staff", "Kept")
+
+
+def test_duplicates_across_chunks_are_skipped(monkeypatch):
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 2)
+    rows = [f"P{i},X,p{i % 3}@example.org,,,\n" for i in range(7)]
+    job = run_import(HEADER + "".join(rows))
+    assert (job.created_count, job.duplicate_count, job.processed_rows) == (3, 4, 7)
+
+
+def test_stopped_people_are_untouched_and_counted_apart():
+    person = PersonFactory(email="stopped@example.org", first_name="Old")
+    stop_processing(person)
+    before = Person.objects.values().get(pk=person.pk)
+    job = run_import(HEADER + "New,Name,stopped@example.org,single_opt_in_user,AB123456,\n")
+    assert (job.stopped_count, job.created_count, job.duplicate_count) == (1, 0, 0)
+    assert Person.objects.values().get(pk=person.pk) == before
+    assert not AuditEntry.objects.filter(person_id=person.pk, source="import").exists()
+
+
+def test_a_locked_field_is_never_written_by_import():
+    person = PersonFactory(email="locked@example.org")
+    Person.objects.filter(pk=person.pk).update(locked_fields=["national_id"])
+    run_import(HEADER + "A,B,locked@example.org,,AB123456,\n")
+    person.refresh_from_db()
+    assert person.national_id is None and person.national_id_mask == ""
+
+
+def test_sensitive_columns_are_stored_encrypted_masked_and_findable():
+    FieldDefinitionFactory(key="tax_code", is_encrypted=True, mask_rule="last:3")
+    job = run_import(
+        "email,national_id,card_number,tax_code\n"
+        f"ada@example.org,ab-123456,{VISA},TAXCODE987\n"
+    )
+    assert job.created_count == 1
+    person = Person.objects.get(email="ada@example.org")
+    assert person.national_id_mask == "•••••3456"
+    assert person.card_number_mask == "••••••••••••1111"
+    assert person.custom["tax_code"]["mask"] == "•••••••987"
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT national_id::text, card_number::text, custom::text "
+                       "FROM crm_person WHERE id = %s", [person.pk])
+        raw = " ".join(cursor.fetchone())
+    for plain in ("AB-123456", "ab-123456", "4111111111111111", "TAXCODE987"):
+        assert plain not in raw
+        assert plain.encode().hex() not in raw
+    assert find_by_identifier("national_id", "AB-123456") == [person.pk]
+    assert find_by_identifier("card_number", VISA) == [person.pk]
+    assert DataKey.objects.filter(subject_id=person.pk).exists()
+
+
+def test_imported_people_get_one_create_audit_row_naming_fields_not_values():
+    user = UserFactory()
+    job = run_import(HEADER + f"Ada,Lovelace,ada@example.org,,AB123456,{VISA}\n", user=user)
+    person = Person.objects.get(email="ada@example.org")
+    entry = AuditEntry.objects.get(person_id=person.pk)
+    assert (entry.action, entry.source, entry.actor) == ("create", "import", user)
+    assert entry.fields == ["card_number", "email", "first_name", "last_name", "national_id"]
+    assert job.created_by == user
+
+
+def test_an_explicit_mapping_picks_and_renames_columns():
+    FieldDefinitionFactory(key="budget", field_type=FieldType.NUMBER)
+    text = "Name,E-mail,Notes,Budget\nAda,ada@example.org,ignore me,12\n"
+    run_import(text, mapping={"Name": "first_name", "E-mail": "email", "Budget": "budget",
+                              "Notes": ""})
+    person = Person.objects.get(email="ada@example.org")
+    assert (person.first_name, person.custom) == ("Ada", {"budget": 12})
+
+
+@pytest.mark.parametrize(("mapping", "message"), [
+    ({"Nope": "email"}, "no column"),
+    ({"Name": "processing_stopped_at"}, "not a field"),
+    ({"Name": "email", "Mail": "email"}, "mapped from both"),
+    ({}, "at least one"),
+    (["email"], "object"),
+])
+def test_bad_mappings_are_refused(mapping, message):
+    job = imports.import_job_create(upload=io.BytesIO(b"Name,Mail\nA,a@example.org\n"),
+                                    source="staff")
+    with pytest.raises(Exception) as raised:
+        imports.import_job_set_mapping(job=job, mapping=mapping)
+    assert message in str(raised.value)
+
+
+def test_row_validation_runs_no_query_per_row(monkeypatch):
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 500)
+    FieldDefinitionFactory(key="budget", field_type=FieldType.NUMBER)
+    rows = "".join(f"N{i},L,p{i}@example.org,none,AB{i:06d},\n" for i in range(1000))
+    job = imports.import_job_create(upload=io.BytesIO((HEADER + rows).encode()),
+                                    source="staff")
+    imports.import_job_set_mapping(job=job)
+    imports.import_job_start(job=job)
+    with CaptureQueriesContext(connection) as queries:
+        imports.import_job_run(job.pk)
+    assert Person.objects.count() == 1000
+    assert len(queries) < 40
+
+
+def test_the_file_is_sealed_at_rest_and_shredded_after_the_run():
+    job = imports.import_job_create(
+        upload=io.BytesIO((HEADER + f"A,B,a@example.org,,,{VISA}\n").encode()), source="staff")
+    stored = b"".join(bytes(b) for b in ImportFileBlock.objects.filter(job=job)
+                      .values_list("data", flat=True))
+    assert b"a@example.org" not in stored and b"4111" not in stored
+    imports.import_job_set_mapping(job=job)
+    imports.import_job_start(job=job)
+    imports.import_job_run(job.pk)
+    assert not ImportFileBlock.objects.filter(job=job).exists()
+    assert not DataKey.objects.filter(subject_id=job.pk).exists()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"", "empty"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "not"),
+    ("é,ü\n1,2\n".encode("latin-1"), "UTF-8"),
+    (b",,\n1,2,3\n", "name the columns"),
+    (b"email,email\na,b\n", "twice"),
+])
+def test_unusable_files_are_refused_before_anything_is_stored(content, message):
+    with pytest.raises(Exception) as raised:
+        imports.import_job_create(upload=io.BytesIO(content), source="staff")
+    assert message in str(raised.value)
+    assert not ImportJob.objects.exists()
+
+
+def test_preview_shows_each_rows_outcome_masks_sensitive_values_and_writes_nothing():
+    PersonFactory(email="known@example.org")
+    job = imports.import_job_create(upload=io.BytesIO((HEADER + (
+        f"A,B,a@example.org,,,{VISA}\n"
+        "C,D,known@example.org,,,\n"
+        "E,F,bad,,,\n"
+        "G,H,x@example.org,,,,\n"
+    )).encode()), source="staff")
+    imports.import_job_set_mapping(job=job)
+    preview = imports.import_preview(job=job)
+    assert [(p["line"], p["outcome"]) for p in preview] == [
+        (2, "created"), (3, "duplicate"), (4, "error"), (5, "error")]
+    assert preview[0]["values"]["card_number"] == "••••••••••••1111"
+    assert "email" in preview[2]["errors"]
+    assert Person.objects.count() == 1
+    assert ImportJob.objects.get(pk=job.pk).state == "draft"
+
+
+def test_a_bom_and_crlf_line_endings_are_read(monkeypatch):
+    monkeypatch.setattr(imports, "BLOCK_CHARS", 7)  # cut pieces mid-line and mid-CRLF
+    text = "\ufefffirst_name,email\r\nAda,ada@example.org\r\nBob,bob@example.org\r\nX,bad\r\n"
+    job = run_import(text)
+    assert (job.created_count, job.total_rows) == (2, 3)
+    assert errors_by_line(job).keys() == {4}
+
+
+def test_the_errors_kept_are_capped_while_all_are_counted(monkeypatch):
+    monkeypatch.setattr(ImportJob, "ERRORS_KEPT", 5)
+    job = run_import("email\n" + "bad\n" * 12 + "ok@example.org\n")
+    assert (job.error_count, len(job.errors), job.created_count) == (12, 5, 1)
+    assert [e["line"] for e in job.errors] == [2, 3, 4, 5, 6]
+
+
+def test_a_run_resumes_after_the_last_committed_chunk(monkeypatch):
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 2)
+    rows = "".join(f"N{i},L,,,,\n" for i in range(5))  # no email: a re-run would duplicate
+    job = imports.import_job_create(upload=io.BytesIO((HEADER + rows).encode()),
+                                    source="staff")
+    imports.import_job_set_mapping(job=job)
+    imports.import_job_start(job=job)
+    real = services.person_import_chunk
+    calls = []
+
+    def dies_on_second_chunk(**kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OperationalError("worker lost")
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "person_import_chunk", dies_on_second_chunk)
+    with pytest.raises(OperationalError):
+        imports.import_job_run(job.pk)
+    assert ImportJob.objects.get(pk=job.pk).processed_rows == 2
+    monkeypatch.setattr(services, "person_import_chunk", real)
+    job = imports.import_job_run(job.pk)
+    assert (job.state, job.processed_rows, Person.objects.count()) == ("done", 5, 5)
