@@ -168,3 +168,45 @@ class ConsentEvent(models.Model):
 
     def __str__(self):
         return f"{self.subject} {self.action} #{self.seq}"
+
+
+class OptInAccepted(models.TextChoices):
+    DOUBLE = "double", _("Double opt-in only")
+    DOUBLE_USER = "double+user", _("Double opt-in, or single opt-in recorded by staff")
+    DOUBLE_USER_WEBFORM = "double+user+webform", _(
+        "Double opt-in, staff-recorded or web-form single opt-in")
+
+
+class ConsentSettings(models.Model):
+    """The admins' consent settings (one row). Read through `consents.selectors.settings()`."""
+
+    opt_in_accepted = models.CharField(
+        _("opt-ins good enough for campaigns"), max_length=24, choices=OptInAccepted.choices,
+        default=OptInAccepted.DOUBLE,
+    )
+    tracking_default_when_unknown = models.BooleanField(
+        _("track engagement when the tracking consent is unknown"), default=False,
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("consent settings")
+        verbose_name_plural = _("consent settings")
+
+    def __str__(self):
+        return str(self._meta.verbose_name)
+
+
+class Segment(models.Model):
+    """A named rule, usable as a list filter (and later as a campaign audience)."""
+
+    name = models.CharField(_("name"), max_length=150, unique=True)
+    rule = models.JSONField(_("rule"))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("segment")
+
+    def __str__(self):
+        return self.name

@@ -319,3 +319,34 @@ def _uses_consent(rule) -> bool:
         return True
     parts = rule.get("all") or rule.get("any") or ([rule["not"]] if "not" in rule else [])
     return any(_uses_consent(p) for p in parts)
+
+
+# -- a readable summary --------------------------------------------------------------------------
+
+_OP_WORDS = {"eq": "is", "ne": "is not", "in": "is one of", "not_in": "is none of",
+             "contains": "contains", "gt": "is after/above", "lt": "is before/below"}
+
+
+def describe(rule) -> str:
+    """Plain-English summary of a (valid) rule, for settings pages."""
+    if not rule:
+        return "everyone"
+    if "all" in rule:
+        return " and ".join(_wrap(describe(r)) for r in rule["all"])
+    if "any" in rule:
+        return " or ".join(_wrap(describe(r)) for r in rule["any"])
+    if "not" in rule:
+        return f"not {_wrap(describe(rule['not']))}"
+    if "opt_in" in rule:
+        return f"email opt-in is one of {', '.join(rule['opt_in'])}"
+    if "consent" in rule:
+        return f"consent '{rule['consent']}' is {rule['state']}"
+    if rule.get("op") == "empty":
+        return f"{rule['field']} is empty"
+    value = rule.get("value")
+    shown = ", ".join(map(repr, value)) if isinstance(value, list) else repr(value)
+    return f"{rule['field']} {_OP_WORDS.get(rule.get('op'), rule.get('op'))} {shown}"
+
+
+def _wrap(text: str) -> str:
+    return f"({text})" if " and " in text or " or " in text else text

@@ -16,6 +16,7 @@ class CrmConfig(AppConfig):
     verbose_name = "People"
 
     def ready(self):
-        # After every migrate (when Django has created the permissions of new models), keep the
-        # two roles complete. Infrastructure, not business logic: it only grants permissions.
-        post_migrate.connect(_sync_roles, sender=self, dispatch_uid="crm.sync_roles")
+        # After every migrate, keep the two roles complete. Django creates each app's permissions
+        # in that app's post_migrate, in INSTALLED_APPS order, so this runs after every app's
+        # (idempotent) to see the permissions of apps above crm too. Infrastructure only.
+        post_migrate.connect(_sync_roles, dispatch_uid="crm.sync_roles")

@@ -20,6 +20,10 @@ STAFF_PERMISSIONS = {
     "crm.view_auditentry",
     "crm.view_importjob", "crm.add_importjob",
     "campaigns.view_mailboxmessage",
+    # Consents: see every answer, record one a person gave on paper, work with segments and the
+    # report. Purposes, policy texts and consent settings stay with the Admins.
+    "consents.view_consent", "consents.add_consent", "consents.view_consentevent",
+    "consents.view_segment", "consents.add_segment", "consents.change_segment",
 }
 
 

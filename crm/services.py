@@ -635,3 +635,35 @@ def field_definition_save(*, definition: FieldDefinition) -> FieldDefinition:
     return definition
 
 
+
+
+def person_lock_field(*, person_id, field: str, actor=None, source: str) -> None:
+    """Clear `field` and lock it (storage consent withdrawn). Called by consents' services.
+
+    Allowed even while processing is stopped: removing data is never the processing that
+    Art. 18 restricts.
+    """
+    with transaction.atomic():
+        person = Person.objects.select_for_update().get(pk=person_id)
+        if field in ENCRYPTED_CORE:
+            setattr(person, field, None)
+        elif field in core_field_names():
+            setattr(person, field, "")
+        else:
+            person.custom = {k: v for k, v in (person.custom or {}).items() if k != field}
+        if field not in person.locked_fields:
+            person.locked_fields = [*person.locked_fields, field]
+        person.save()
+        _audit(person_id=person.pk, action="lock_field", fields=[field], actor=actor,
+               source=source).save()
+
+
+def person_unlock_field(*, person_id, field: str, actor=None, source: str) -> None:
+    with transaction.atomic():
+        person = Person.objects.select_for_update().get(pk=person_id)
+        if field not in person.locked_fields:
+            return
+        person.locked_fields = [f for f in person.locked_fields if f != field]
+        person.save(update_fields=["locked_fields", "updated_at"])
+        _audit(person_id=person.pk, action="unlock_field", fields=[field], actor=actor,
+               source=source).save()

@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from campaigns.models import MailboxMessage
 from config import clock
+from consents.models import ConsentEvent, ConsentSettings
 from crm.models import AuditEntry, Contact, FieldType, Lead, Person
 from encryption.models import FieldAccessLog
 from tests.factories import (
@@ -17,6 +18,8 @@ from tests.factories import (
 )
 
 pytestmark = pytest.mark.django_db
+# The Consents block's (read-only) inline formset posts its management form with every save.
+CONSENTS_INLINE = {"consents-TOTAL_FORMS": "0", "consents-INITIAL_FORMS": "0"}
 
 
 def admin_urls():
@@ -30,9 +33,10 @@ def test_every_admin_list_and_form_renders_for_an_admin(admin_client_):
     MailboxMessageFactory()
     OrganisationFactory()
     MarketingListFactory()
-    read_only = {MailboxMessage, AuditEntry, FieldAccessLog}
+    read_only = {MailboxMessage, AuditEntry, FieldAccessLog, ConsentEvent, ConsentSettings}
     for model, _model_admin, info in admin_urls():
-        response = admin_client_.get(reverse("admin:{}_{}_changelist".format(*info)))
+        response = admin_client_.get(reverse("admin:{}_{}_changelist".format(*info)),
+                                     follow=True)
         assert response.status_code == 200, info
         add = admin_client_.get(reverse("admin:{}_{}_add".format(*info)))
         assert add.status_code == (403 if model in read_only else 200), info
@@ -95,7 +99,7 @@ def test_custom_fields_are_real_form_fields_and_save_through_the_service(staff_c
         "phone": "", "language": "", "company": person.company, "organisation": "",
         "country": "IT", "region": "EU", "stage": "qualified", "owner": staff_user.pk,
         "custom__tier": "silver", "custom__renewal": "2027-01-31", "custom__seats": "25",
-        "custom__vip": "true", "_save": "Save",
+        "custom__vip": "true", "_save": "Save", **CONSENTS_INLINE,
     }
     response = staff_client.post(url, form)
     assert response.status_code == 302, response.context["adminform"].form.errors
@@ -226,7 +230,7 @@ def test_staff_replaces_a_sensitive_value_and_blank_keeps_it(staff_client, staff
         "first_name": person.first_name, "last_name": person.last_name, "email": person.email,
         "phone": "", "language": "", "company": person.company, "organisation": "",
         "country": "IT", "region": "EU", "stage": "new", "owner": "",
-        "national_id": "", "card_number": "", "_save": "Save",
+        "national_id": "", "card_number": "", "_save": "Save", **CONSENTS_INLINE,
     }
     assert staff_client.post(url, form).status_code == 302
     assert Person.objects.get(pk=person.pk).card_number_mask == "••••••••••••1111"
