@@ -4,10 +4,11 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from crm.api import PersonViewSet
+from crm.api import ImportJobViewSet, PersonViewSet
 
 router = DefaultRouter()
 router.register("persons", PersonViewSet, basename="person")
+router.register("imports", ImportJobViewSet, basename="import")
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),

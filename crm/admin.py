@@ -19,6 +19,7 @@ from django.utils.translation import ngettext
 from config.readonly_admin import ReadOnlyAdminMixin
 
 from . import field_encryption, selectors, services
+from .admin_imports import PersonImportExportMixin
 from .errors import ServiceError
 from .forms import custom_form_field, custom_value_for_service
 from .models import (
@@ -226,7 +227,7 @@ def _report_bulk(modeladmin, request, result, done_message):
         )
 
 
-class PersonAdmin(admin.ModelAdmin):
+class PersonAdmin(PersonImportExportMixin, admin.ModelAdmin):
     form = PersonForm
     change_form_template = "admin/crm/person/change_form.html"
     list_display = (
@@ -244,7 +245,7 @@ class PersonAdmin(admin.ModelAdmin):
     list_per_page = 50
     show_full_result_count = False
     ordering = ("-created_at",)
-    actions = ("convert_to_contact", "assign_owner", "add_to_marketing_list")
+    actions = ("convert_to_contact", "assign_owner", "add_to_marketing_list", "export_csv")
     readonly_base = (
         "id", "processing_stopped_at", "erasure_requested_at", "erased_at", "locked_fields",
         "converted_at", "created_at", "updated_at", "history",
@@ -485,7 +486,7 @@ class LeadAdmin(PersonAdmin):
 class ContactAdmin(PersonAdmin):
     default_kind = "contact"
     list_filter = tuple(f for f in PersonAdmin.list_filter if f != "kind")
-    actions = ("assign_owner", "add_to_marketing_list")
+    actions = ("assign_owner", "add_to_marketing_list", "export_csv")
 
 
 admin.site.register(Person, PersonAdmin)

@@ -3,14 +3,15 @@
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import serializers, status, viewsets
+from rest_framework import mixins, renderers, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from config.permissions import ModelPermissions
 
-from . import selectors, services
-from .models import EmailOptIn, Kind, Person
+from . import exports, imports, selectors, services
+from .models import EmailOptIn, ImportJob, Kind, Person
 from .registry import CORE_EDITABLE, display_custom
 from .reveal import person_reveal
 
@@ -78,6 +79,17 @@ class PersonSerializer(serializers.ModelSerializer):
         return data
 
 
+class CSVRenderer(renderers.BaseRenderer):
+    """Lets `Accept: text/csv` reach the export (which streams its own response); anything else
+    rendered here, such as a 400, is JSON."""
+
+    media_type = "text/csv"
+    format = "csv"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return renderers.JSONRenderer().render(data)
+
+
 _FILTERS = [
     OpenApiParameter("kind", str, enum=Kind.values),
     OpenApiParameter("stage", str),
@@ -132,6 +144,14 @@ class PersonViewSet(viewsets.ModelViewSet):
         )
         return Response(self.get_serializer(person).data, status=status.HTTP_200_OK)
 
+    @extend_schema(parameters=_FILTERS, responses={(200, "text/csv"): OpenApiTypes.STR})
+    @action(detail=False, methods=["get"], renderer_classes=[renderers.JSONRenderer, CSVRenderer])
+    def export(self, request):
+        """The people the list filters select, as CSV (sensitive values masked; people whose
+        processing is stopped left out)."""
+        queryset = selectors.person_filter(request.query_params, Person.objects.all())
+        return exports.csv_response(queryset, user=request.user)
+
     @extend_schema(request=RevealSerializer, responses=RevealedSerializer)
     @action(detail=True, methods=["post"], url_path=r"reveal/(?P<field>[a-z0-9_-]+)")
     def reveal(self, request, pk=None, field=None):
@@ -144,3 +164,56 @@ class PersonViewSet(viewsets.ModelViewSet):
                               ip=request.META.get("REMOTE_ADDR"))
         return Response({"field": field, "value": value,
                          "remask_after_seconds": settings.REVEAL_REMASK_SECONDS})
+
+
+class ImportUploadSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text="A UTF-8 CSV whose first line names the columns.")
+    mapping = serializers.JSONField(
+        binary=True, required=False,
+        help_text='JSON object of column name to field key, e.g. {"E-mail": "email"}; by '
+                  "default a column named after a field key fills that field.",
+    )
+
+
+class ImportJobSerializer(serializers.ModelSerializer):
+    progress = serializers.SerializerMethodField()
+    counts = serializers.SerializerMethodField()
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = ImportJob
+        fields = ["id", "state", "file_name", "header", "mapping", "progress", "counts",
+                  "errors", "failure", "created_by", "created_at", "started_at", "finished_at"]
+        read_only_fields = fields
+
+    def get_progress(self, job) -> dict:
+        return {"processed": job.processed_rows, "total": job.total_rows}
+
+    def get_counts(self, job) -> dict:
+        return {"created": job.created_count, "skipped_duplicates": job.duplicate_count,
+                "skipped_stopped": job.stopped_count, "errors": job.error_count}
+
+
+class ImportJobViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin,
+                       mixins.ListModelMixin, viewsets.GenericViewSet):
+    """CSV imports of people. POST a file to start one; GET it for state, progress, counts and
+    row errors (line numbers count the header as line 1)."""
+
+    serializer_class = ImportJobSerializer
+    permission_classes = [ModelPermissions]
+    queryset = ImportJob.objects.select_related("created_by").order_by("-created_at")
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request={"multipart/form-data": ImportUploadSerializer},
+                   responses={202: ImportJobSerializer})
+    def create(self, request, *args, **kwargs):
+        upload = ImportUploadSerializer(data=request.data)
+        upload.is_valid(raise_exception=True)
+        file = upload.validated_data["file"]
+        job = imports.import_job_submit(
+            upload=file, user=request.user, source=services.Source.API, file_name=file.name,
+            mapping=upload.validated_data.get("mapping"),
+        )
+        job.refresh_from_db()
+        return Response(self.get_serializer(job).data, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": f"{request.path}{job.pk}/"})

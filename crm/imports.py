@@ -285,8 +285,9 @@ def import_preview(*, job: ImportJob, rows: int = PREVIEW_ROWS) -> list[dict]:
     return preview
 
 
-def import_job_start(*, job: ImportJob) -> ImportJob:
-    """Queue a draft whose mapping is set; the run happens in the background after commit."""
+def import_job_start(*, job: ImportJob, dispatch: bool = True) -> ImportJob:
+    """Queue a draft whose mapping is set; the run happens in the background after commit
+    (or, with dispatch=False, when the caller calls `import_job_run`)."""
     from .tasks import run_import
 
     with transaction.atomic():
@@ -294,7 +295,8 @@ def import_job_start(*, job: ImportJob) -> ImportJob:
         if not updated.update(state=State.QUEUED):
             raise ValidationError(_("This import has already started or has no mapping."))
         job.state = State.QUEUED
-        transaction.on_commit(lambda: run_import.delay(str(job.pk)))
+        if dispatch:
+            transaction.on_commit(lambda: run_import.delay(str(job.pk)))
     return job
 
 
@@ -355,6 +357,16 @@ def _finish(job: ImportJob, state: str, *, failure: str = "") -> ImportJob:
         job.blocks.all().delete()
     destroy_data_key(job.pk)
     return job
+
+
+def import_job_submit(*, upload, user=None, source: str, file_name: str = "",
+                      mapping=None) -> ImportJob:
+    """Upload, map (by header name when `mapping` is None) and queue, all or nothing: the API's
+    and the command's one call. Raises ValidationError for the file or the mapping."""
+    with transaction.atomic():
+        job = import_job_create(upload=upload, user=user, source=source, file_name=file_name)
+        import_job_set_mapping(job=job, mapping=mapping)
+        return import_job_start(job=job)
 
 
 def import_job_discard(*, job: ImportJob) -> None:

@@ -1,8 +1,14 @@
 import io
+import json
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from rest_framework.test import APIClient
 
 from config import clock
 from crm import imports, services
@@ -268,3 +274,146 @@ def test_a_run_resumes_after_the_last_committed_chunk(monkeypatch):
     monkeypatch.setattr(services, "person_import_chunk", real)
     job = imports.import_job_run(job.pk)
     assert (job.state, job.processed_rows, Person.objects.count()) == ("done", 5, 5)
+
+
+# -- API ---------------------------------------------------------------------------------------
+
+API = "/api/imports/"
+
+
+def csv_upload(text: str, name="people.csv"):
+    return SimpleUploadedFile(name, text.encode(), content_type="text/csv")
+
+
+def test_api_post_returns_a_job_and_get_shows_progress_counts_and_row_errors(
+        staff_api, staff_user, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_api.post(API, {"file": csv_upload(
+            HEADER + "Ada,L,ada@example.org,,,\nBad,L,nope,,,\n")}, format="multipart")
+    assert response.status_code == 202, response.json()
+    job_id = response.json()["id"]
+    assert response["Location"].endswith(f"{API}{job_id}/")
+    body = staff_api.get(f"{API}{job_id}/").json()
+    assert body["state"] == "done"
+    assert body["progress"] == {"processed": 2, "total": 2}
+    assert body["counts"] == {"created": 1, "skipped_duplicates": 0, "skipped_stopped": 0,
+                              "errors": 1}
+    assert body["errors"] == [{"line": 3, "errors": {"email": ["Enter a valid email address."]}}]
+    assert body["created_by"] == staff_user.username
+    assert Person.objects.filter(email="ada@example.org").exists()
+
+
+def test_api_takes_a_mapping_as_json(staff_api, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = staff_api.post(API, {
+            "file": csv_upload("Mail,Name\nada@example.org,Ada\n"),
+            "mapping": json.dumps({"Mail": "email", "Name": "first_name"}),
+        }, format="multipart")
+    assert response.status_code == 202, response.json()
+    assert Person.objects.get(email="ada@example.org").first_name == "Ada"
+
+
+@pytest.mark.parametrize(("payload", "field"), [
+    ({"file": SimpleUploadedFile("empty.csv", b"", content_type="text/csv")}, "file"),
+    ({"file": SimpleUploadedFile("pic.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png")},
+     "file"),
+    ({"file": SimpleUploadedFile("a.csv", b"\xff\xfe\x00a", content_type="text/csv")},
+     "file"),
+    ({}, "file"),
+    ({"file": SimpleUploadedFile("a.csv", b"Name\nAda\n", content_type="text/csv")},
+     "mapping"),
+    ({"file": SimpleUploadedFile("a.csv", b"email\na@b.org\n", content_type="text/csv"),
+      "mapping": "{not json"}, "mapping"),
+    ({"file": SimpleUploadedFile("a.csv", b"email\na@b.org\n", content_type="text/csv"),
+      "mapping": json.dumps({"email": "is_superuser"})}, "mapping"),
+])
+def test_api_refuses_unusable_uploads_with_400_not_500(staff_api, payload, field):
+    response = staff_api.post(API, payload, format="multipart")
+    assert response.status_code == 400
+    assert field in response.json()
+    assert not ImportJob.objects.exists()
+
+
+def test_api_needs_a_staff_token():
+    from tests.conftest import _api
+
+    upload = {"file": csv_upload("email\na@example.org\n")}
+    assert APIClient().post(API, upload, format="multipart").status_code == 401
+    assert APIClient().get(API).status_code == 401
+    no_role = _api(UserFactory())
+    assert no_role.post(API, {"file": csv_upload("email\na@example.org\n")},
+                        format="multipart").status_code == 403
+    assert no_role.get(API).status_code == 403
+    assert not Person.objects.exists()
+
+
+# -- staff UI ----------------------------------------------------------------------------------
+
+def test_staff_upload_map_preview_and_run_an_import(staff_client,
+                                                    django_capture_on_commit_callbacks):
+    PersonFactory(email="known@example.org")
+    changelist = staff_client.get(reverse("admin:crm_lead_changelist"))
+    upload_url = reverse("admin:crm_lead_import")
+    assert upload_url.encode() in changelist.content
+    response = staff_client.post(upload_url, {"file": csv_upload(
+        "Name,Mail,Card\n"
+        f"Ada,ada@example.org,{VISA}\n"
+        "Kim,known@example.org,\n"
+        "Bad,nope,\n")})
+    assert response.status_code == 302
+    job = ImportJob.objects.get()
+    assert response["Location"] == reverse("admin:crm_lead_import_job", args=[job.pk])
+    page = staff_client.get(response["Location"])
+    assert page.status_code == 200 and b"Name" in page.content
+    mapping = {"column_0": "first_name", "column_1": "email", "column_2": "card_number"}
+    preview = staff_client.post(response["Location"], {**mapping, "preview": "1"})
+    rows = preview.context["preview"]
+    assert [(r["line"], r["outcome"]) for r in rows] == [
+        (2, "created"), (3, "duplicate"), (4, "error")]
+    assert "••••••••••••1111".encode() in preview.content
+    assert VISA.replace(" ", "").encode() not in preview.content
+    assert not Person.objects.filter(email="ada@example.org").exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        started = staff_client.post(response["Location"], {**mapping, "start": "1"})
+    assert started.status_code == 302
+    done = staff_client.get(started["Location"])
+    assert done.context["job"].state == "done"
+    assert b"Enter a valid email address." in done.content
+    assert Person.objects.get(email="ada@example.org").card_number_mask.endswith("1111")
+    jobs = staff_client.get(reverse("admin:crm_importjob_changelist"))
+    assert jobs.status_code == 200 and b"people.csv" in jobs.content
+
+
+def test_staff_upload_of_a_non_csv_shows_the_error(staff_client):
+    response = staff_client.post(reverse("admin:crm_person_import"), {
+        "file": SimpleUploadedFile("pic.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png")})
+    assert response.status_code == 200
+    assert "UTF-8" in response.context["form"].errors["file"][0]
+    assert not ImportJob.objects.exists()
+
+
+def test_import_pages_need_the_import_permission(client):
+    client.force_login(UserFactory(is_staff=True))
+    assert client.get(reverse("admin:crm_person_import")).status_code in (302, 403)
+
+
+# -- command -----------------------------------------------------------------------------------
+
+def test_import_people_command_imports_and_reports_row_errors(tmp_path, capsys):
+    path = tmp_path / "people.csv"
+    path.write_text("Mail,Name\nada@example.org,Ada\nnope,Bad\n")
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_people", str(path), "--mapping",
+                 '{"Mail": "email", "Name": "first_name"}', stdout=out, stderr=err)
+    assert "1 created" in out.getvalue()
+    assert "line 3: email" in err.getvalue()
+    assert Person.objects.get(email="ada@example.org").first_name == "Ada"
+    assert AuditEntry.objects.get().source == "import"
+
+
+def test_import_people_command_refuses_a_bad_mapping_and_keeps_nothing(tmp_path):
+    path = tmp_path / "people.csv"
+    path.write_text("Mail\nada@example.org\n")
+    with pytest.raises(CommandError, match="mapping|field"):
+        call_command("import_people", str(path))
+    assert not ImportJob.objects.exists()
