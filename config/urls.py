@@ -4,11 +4,14 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from consents.api import ConsentPurposeViewSet, PersonConsentsView, ProofView
 from crm.api import ImportJobViewSet, PersonViewSet
+from crm.api_composed import ExplainView, SettingsView
 
 router = DefaultRouter()
 router.register("persons", PersonViewSet, basename="person")
 router.register("imports", ImportJobViewSet, basename="import")
+router.register("consent-purposes", ConsentPurposeViewSet, basename="consent-purpose")
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
@@ -16,6 +19,12 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="api-redoc"),
+    path("api/persons/<uuid:pk>/consents/", PersonConsentsView.as_view(),
+         name="person-consents"),
+    path("api/persons/<uuid:pk>/consents/<slug:purpose>/proof/", ProofView.as_view(),
+         name="person-consent-proof"),
+    path("api/persons/<uuid:pk>/explain/", ExplainView.as_view(), name="person-explain"),
+    path("api/settings/", SettingsView.as_view(), name="settings"),
     path("api/", include(router.urls)),
     path("i18n/", include("django.conf.urls.i18n")),
 ]

@@ -32,6 +32,7 @@ from .models import (
     Source,
     Verification,
 )
+from .proof import proof_of_consent
 
 PLANET49 = _("A default only pre-fills the preference page as a suggestion. A pre-ticked box is "
              "not valid consent for EU contacts (CJEU, Planet49, C-673/17): the contact must "
@@ -236,8 +237,11 @@ class ConsentInline(ReadOnlyAdminMixin, admin.TabularInline):
                                              subject=obj.purpose.key).order_by("-seq")[:20]
         rows = format_html_join("", "<li>{} — {} ({}, {})</li>", (
             (e.at.strftime("%Y-%m-%d %H:%M"), e.state, e.source, e.verified_by) for e in events))
-        return format_html("<details><summary>{}</summary><ul>{}</ul></details>",
-                           _("events"), rows)
+        proof = reverse(f"admin:{self.parent_model._meta.app_label}_"
+                        f"{self.parent_model._meta.model_name}_consent_proof",
+                        args=[obj.person_id, obj.purpose.key])
+        return format_html('<details><summary>{}</summary><ul>{}</ul></details>'
+                           '<a href="{}">{}</a>', _("events"), rows, proof, _("proof"))
 
 
 class RecordConsentForm(forms.Form):
@@ -248,6 +252,19 @@ class RecordConsentForm(forms.Form):
     note = forms.CharField(label=_("How was it given?"), max_length=500, widget=forms.Textarea(
         attrs={"rows": 3}), help_text=_("Required: e.g. 'signed paper form, 2026-11-28'. "
                                         "No personal data here."))
+
+
+def proof_view(model_admin, request, object_id, purpose_key):
+    """A printable proof of consent for one person and purpose."""
+    if not request.user.has_perm("consents.view_consent"):
+        return HttpResponse(status=403)
+    person = get_object_or_404(Person, pk=object_id)
+    purpose = get_object_or_404(ConsentPurpose, key=purpose_key)
+    return render(request, "admin/consents/proof.html", {
+        **model_admin.admin_site.each_context(request), "title": _("Proof of consent"),
+        "person": person, "proof": proof_of_consent(person.pk, purpose),
+        "opts": model_admin.model._meta,
+    })
 
 
 def record_consent_view(model_admin, request, object_id):
@@ -333,11 +350,18 @@ def _extend_person_admins():
 
         def get_urls(model_admin=model_admin, original=original):
             info = model_admin.model._meta.app_label, model_admin.model._meta.model_name
-            return [path("<path:object_id>/record-consent/",
-                         model_admin.admin_site.admin_view(
-                             lambda request, object_id, ma=model_admin: record_consent_view(
-                                 ma, request, object_id)),
-                         name="{}_{}_record_consent".format(*info)), *original()]
+            view = model_admin.admin_site.admin_view
+            return [
+                path("<path:object_id>/record-consent/",
+                     view(lambda request, object_id, ma=model_admin: record_consent_view(
+                         ma, request, object_id)),
+                     name="{}_{}_record_consent".format(*info)),
+                path("<path:object_id>/consent-proof/<slug:purpose_key>/",
+                     view(lambda request, object_id, purpose_key, ma=model_admin: proof_view(
+                         ma, request, object_id, purpose_key)),
+                     name="{}_{}_consent_proof".format(*info)),
+                *original(),
+            ]
 
         model_admin.get_urls = get_urls
 

@@ -5,3 +5,19 @@ class ConsentsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "consents"
     verbose_name = "Consents"
+
+    def ready(self):
+        # Plug consent state into crm's person filters, explain and settings (crm never imports
+        # consents: it calls what is registered here).
+        from crm import extensions
+
+        from . import api
+
+        extensions.person_filters["consent"] = api.consent_filter
+        extensions.explain_sections["consents"] = api.explain_consents
+        extensions.settings_sections["campaigns"] = extensions.SettingsSection(
+            read=api.read_campaign_settings, update=api.update_campaign_settings,
+            permission="consents.change_consentsettings")
+        extensions.settings_sections["tracking"] = extensions.SettingsSection(
+            read=api.read_tracking_settings, update=api.update_tracking_settings,
+            permission="consents.change_consentsettings")

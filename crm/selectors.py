@@ -8,6 +8,7 @@ from encryption.blind_index import blind_index, normalise
 from encryption.cipher import DecryptionError
 from encryption.values import open_value
 
+from .extensions import person_filters
 from .models import EmailOptIn, Kind, Person, Region, Stage
 from .registry import ENCRYPTED_CORE
 from .services import normalise_email
@@ -59,6 +60,9 @@ def person_filter(params, queryset: QuerySet | None = None) -> QuerySet:
         qs = qs.filter(erasure_requested_at__isnull=not _bool("erasure_requested", value))
     if value := params.get("search"):
         qs = qs.filter(person_search_q(value))
+    for name, apply in person_filters.items():  # filters added by higher apps (consent, …)
+        if value := params.get(name):
+            qs = apply(qs, value)
     return qs
 
 
