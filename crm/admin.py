@@ -18,7 +18,7 @@ from django.utils.translation import ngettext
 
 from config.readonly_admin import ReadOnlyAdminMixin
 
-from . import field_encryption, selectors, services
+from . import extensions, field_encryption, selectors, services
 from .admin_imports import PersonImportExportMixin
 from .errors import ServiceError
 from .forms import custom_form_field, custom_value_for_service
@@ -384,7 +384,10 @@ class PersonAdmin(PersonImportExportMixin, admin.ModelAdmin):
                 {"key": key, "label": labels.get(key, key), "mask": masked,
                  "can_reveal": key in allowed and bool(masked)}
                 for key, masked in sensitive
-            ], "remask_after_seconds": settings.REVEAL_REMASK_SECONDS}
+            ], "remask_after_seconds": settings.REVEAL_REMASK_SECONDS,
+                # "May we …, and why": each app that decides something adds its section.
+                "explain": {name: section(person)
+                            for name, section in extensions.explain_sections.items()}}
         return super().change_view(request, object_id, form_url, extra_context)
 
     # -- rights and saving --------------------------------------------------------------------

@@ -109,3 +109,10 @@ def test_storage_revocation_via_api_clears_the_field(staff_api):
                    {"purpose": "store_phone", "action": "revoke", "note": "Asked by email"},
                    format="json")
     assert Person.objects.get(pk=person.pk).phone == ""
+
+
+def test_explain_panel_on_the_staff_person_page(staff_client, news):
+    person = PersonFactory()
+    consent = services.consent_grant(person=person, purpose=news, **CONFIRMED)
+    page = staff_client.get(f"/admin/crm/person/{person.pk}/change/").content.decode()
+    assert "explain" in page and f"ledger event #{consent.last_event_id}" in page
