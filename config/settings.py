@@ -125,7 +125,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    "expire-consents": {"task": "consents.tasks.expire_consents", "schedule": 3600.0},
+}
 CELERY_TIMEZONE = "UTC"
 
 # Email: SMTP (or any django-environ email URL) when EMAIL_URL is set; otherwise every message is

@@ -211,3 +211,19 @@ def consent_request(*, person, purpose, source, verified_by=Verification.NONE, e
     return _record(person=person, purpose=purpose, state=ConsentState.PENDING, action="request",
                    source=source, verified_by=verified_by, evidence=evidence, actor=actor,
                    note=note, ip=ip, user_agent=user_agent)
+
+
+def consent_expire_due(*, limit: int = 500) -> int:
+    """Let grants whose time-to-live has passed lapse (state revoked, action `expire`).
+
+    Run periodically (consents.tasks.expire_consents). A lapsed storage consent clears and
+    locks its field like any revocation. Returns how many lapsed.
+    """
+    due = list(Consent.objects.filter(state=ConsentState.GRANTED, expires_at__lte=clock.now())
+               .select_related("purpose", "person")[:limit])
+    for consent in due:
+        _record(person=consent.person, purpose=consent.purpose, state=ConsentState.REVOKED,
+                action="expire", source=Source.SYSTEM, verified_by=Verification.NONE,
+                evidence={"expired_at": consent.expires_at.isoformat()}, actor=None, note="",
+                ip=None, user_agent=None)
+    return len(due)

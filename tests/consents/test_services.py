@@ -139,3 +139,35 @@ def test_purpose_invariants(kwargs, field):
     with pytest.raises(ValidationError) as raised:
         services.purpose_create(key="p", name="P", title="T", text="X", **kwargs)
     assert field in raised.value.message_dict
+
+
+def test_a_grant_lapses_after_its_time_to_live():
+    import datetime
+
+    from config import clock
+    from consents.tasks import expire_consents
+
+    purpose = services.purpose_create(key="promo", name="Promo", kind=PurposeKind.CUSTOM,
+                                      title="T", text="T", ttl_days=30)
+    person = PersonFactory()
+    consent = services.consent_grant(person=person, purpose=purpose, **CONFIRMED)
+    assert consent.expires_at is not None
+    with clock.frozen(consent.expires_at - datetime.timedelta(seconds=1)):
+        assert expire_consents.delay().get() == 0
+    with clock.frozen(consent.expires_at + datetime.timedelta(seconds=1)):
+        assert expire_consents.delay().get() == 1
+    assert consent_states(person) == {"promo": "revoked"}
+    last = ConsentEvent.objects.filter(person_id=person.pk).order_by("-seq").first()
+    assert (last.action, last.source) == ("expire", "system")
+
+
+def test_consent_report_counts_and_csv(staff_client, news):
+    granted = PersonFactory()
+    PersonFactory()
+    services.consent_grant(person=granted, purpose=news, **CONFIRMED)
+    page = staff_client.get("/admin/consents/consentpurpose/report/")
+    assert page.status_code == 200 and b"News" in page.content
+    csv_body = staff_client.get("/admin/consents/consentpurpose/report/?format=csv")
+    lines = csv_body.content.decode().splitlines()
+    assert lines[0] == "purpose,unknown,pending,granted,revoked"
+    assert lines[1] == "news,1,0,1,0"
