@@ -110,7 +110,10 @@ class ConsentPurposeAdmin(admin.ModelAdmin):
             self.message_user(request, PLANET49, messages.WARNING)
 
     def save_related(self, request, form, formsets, change):
-        pass  # versions are published by the service, never edited
+        # Versions are published by the service, never edited: nothing to write here, but the
+        # admin's change message reads what the (read-only) formsets would have saved.
+        for formset in formsets:
+            formset.save(commit=False)
 
     def get_urls(self):
         return [path("report/", self.admin_site.admin_view(self.report_view),
