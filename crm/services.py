@@ -7,6 +7,8 @@ here: the staff UI, the API, imports and workflows all come through these functi
 
 import base64
 import functools
+import json
+import os
 import re
 import uuid
 from collections.abc import Iterable
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.validators import MaxLengthValidator
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
@@ -206,21 +209,24 @@ def _clean_core(name: str, value):
 def _column(name: str):
     field = Person._meta.get_field(name)
     choices = frozenset(str(k) for k, _label in field.flatchoices) if field.choices else None
-    return field, choices
+    # Validators beyond the length limit (the email check) always run.
+    others = [v for v in field.validators if not isinstance(v, MaxLengthValidator)]
+    return field, choices, field.max_length, bool(others)
 
 
 def _check_column(name: str, value: str) -> None:
     """What `field.clean` checks (blank, choices, validators such as email and length), with
     the empty and valid cases answered without its generic machinery: imports call this for
-    every cell."""
-    field, choices = _column(name)
+    every cell. Whenever a check may fail, the field's own methods run and word the error."""
+    field, choices, max_length, others = _column(name)
     if not value:
         if not field.blank:
             field.validate(value, None)
         return
     if choices is not None and value not in choices:
         field.validate(value, None)
-    field.run_validators(value)
+    if others or (max_length is not None and len(value) > max_length):
+        field.run_validators(value)
 
 
 _LUHN_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
@@ -382,11 +388,39 @@ def person_import_chunk(
     `person_clean_values`; then one query finds which addresses exist. A row whose address is
     held by a person (or by an earlier row) is skipped and counted — apart, when that person's
     processing is stopped — so an import never writes an existing record: no stopped record,
-    no locked field. New people and their create audit rows (source "import", field names
-    only) are written in one transaction, with COPY on PostgreSQL. Run it inside the caller's
-    transaction to commit progress with the rows. With `dry_run` nothing is written and
-    `outcomes` says what would happen to each row (the staff preview).
+    no locked field. New people, their data keys and their create audit rows (source "import",
+    field names only) are written in one transaction, with COPY on PostgreSQL. Run it inside
+    the caller's transaction to commit progress with the rows. With `dry_run` nothing is
+    written and `outcomes` says what would happen to each row (the staff preview).
+
+    The two halves, `person_import_prepare` and `person_import_write`, let a caller prepare
+    the next chunk while the database writes this one.
     """
+    prepared = person_import_prepare(rows=rows, definitions=definitions, actor=actor,
+                                     dry_run=dry_run)
+    return prepared.result if dry_run else person_import_write(prepared)
+
+
+@dataclass
+class PreparedImport:
+    """A validated, classified and sealed chunk, ready for `person_import_write`."""
+
+    rows: list
+    definitions: list
+    actor: object
+    result: ImportChunkResult
+    new_emails: list
+    people: CopyRows | None = None
+    audit: CopyRows | None = None
+    sealer: NewSubjectSealer | None = None
+
+
+def person_import_prepare(
+    *, rows: list[tuple[int, dict]], definitions: list[FieldDefinition], actor=None,
+    pending_emails=(), dry_run: bool = False,
+) -> PreparedImport:
+    """Validate, classify and seal a chunk without writing. `pending_emails` are addresses
+    of a chunk being written right now (not yet visible here): they count as known."""
     result = ImportChunkResult(outcomes=[] if dry_run else None)
     valid = []
     for line, data in rows:
@@ -394,47 +428,57 @@ def person_import_chunk(
             valid.append((line, person_clean_values(data, definitions=definitions)))
         except ValidationError as error:
             result._tally(line, ImportOutcome.ERROR, error.message_dict)
-    for attempt in range(2):
-        known = dict(
-            Person.objects.filter(email__in={c["email"] for _l, c in valid if c.get("email")})
-            .values_list("email", "processing_stopped_at")
-        )
-        new, skipped, seen = [], [], set()
-        for line, cleaned in valid:
-            email = cleaned.get("email")
-            if email and (email in known or email in seen):
-                skipped.append((line, ImportOutcome.STOPPED if known.get(email)
-                                else ImportOutcome.DUPLICATE))
-                continue
-            seen.add(email)
-            new.append((line, cleaned))
-        if dry_run:
-            break
-        try:
-            with transaction.atomic():
-                _insert_people([cleaned for _line, cleaned in new], actor=actor,
-                               definitions=definitions)
-            break
-        except IntegrityError:
-            if attempt:
-                raise
-            # Another writer took one of these addresses since the check: look again, once.
-    cleaned_at = dict(valid) if dry_run else {}
-    for line, outcome in sorted(skipped + [(line, ImportOutcome.CREATED) for line, _c in new]):
-        result._tally(line, outcome, cleaned=cleaned_at.get(line))
-    return result
+    known = dict(
+        Person.objects.filter(email__in={c["email"] for _l, c in valid if c.get("email")})
+        .values_list("email", "processing_stopped_at")
+    )
+    new, seen = [], set(pending_emails)
+    for line, cleaned in valid:
+        email = cleaned.get("email")
+        if email and (email in known or email in seen):
+            result._tally(line, ImportOutcome.STOPPED if known.get(email)
+                          else ImportOutcome.DUPLICATE, cleaned=cleaned)
+            continue
+        seen.add(email)
+        new.append(cleaned)
+        result._tally(line, ImportOutcome.CREATED, cleaned=cleaned)
+    prepared = PreparedImport(rows=rows, definitions=definitions, actor=actor, result=result,
+                              new_emails=[c["email"] for c in new if c.get("email")])
+    if not dry_run:
+        prepared.people, prepared.audit, prepared.sealer = _people_rows(
+            new, actor=actor, definitions=definitions)
+    return prepared
 
 
-def _insert_people(people: list[dict], *, actor, definitions) -> None:
+def person_import_write(prepared: PreparedImport) -> ImportChunkResult:
+    """Write a prepared chunk in one transaction (see `person_import_chunk`)."""
+    try:
+        with transaction.atomic():
+            prepared.sealer.save_keys()
+            prepared.people.write()
+            prepared.audit.write()
+    except IntegrityError:
+        # Another writer took one of these addresses since the check: look again, once.
+        again = person_import_prepare(rows=prepared.rows, definitions=prepared.definitions,
+                                      actor=prepared.actor)
+        with transaction.atomic():
+            again.sealer.save_keys()
+            again.people.write()
+            again.audit.write()
+        return again.result
+    return prepared.result
+
+
+def _people_rows(people: list[dict], *, actor, definitions):
     now = clock.now()
     sealer = NewSubjectSealer()
     rows = CopyRows(Person, now=now)
     audit = CopyRows(AuditEntry, now=now)
     actor_id = actor.pk if getattr(actor, "pk", None) else None
     sealed_custom = {d.key for d in definitions if d.is_encrypted}
-    for cleaned in people:
+    at = now.isoformat()
+    for pk, cleaned in zip(_uuid4_texts(len(people)), people, strict=True):
         # Sealing binds each value to the row id, so the id exists before the COPY.
-        pk = uuid.uuid4()
         values = {"id": pk}
         custom = cleaned.get("custom") or {}
         if not sealed_custom.isdisjoint(custom):
@@ -451,14 +495,31 @@ def _insert_people(people: list[dict], *, actor, definitions) -> None:
                 values[f"{name}_id"] = value.pk if value is not None else None
             elif name != "custom":
                 values[name] = value
-        values["custom"] = custom
+        if custom:
+            values["custom"] = custom
         rows.add(values)
         audit.add({"person_id": pk, "action": "create", "actor_id": actor_id,
-                   "fields": sorted(_set_fields({**cleaned, "custom": custom})),
-                   "source": Source.IMPORT, "at": now})
-    sealer.save_keys()
-    rows.write()
-    audit.write()
+                   "fields": _fields_json(tuple(_set_fields({**cleaned, "custom": custom}))),
+                   "source": Source.IMPORT, "at": at})
+    return rows, audit, sealer
+
+
+@functools.lru_cache(maxsize=256)
+def _fields_json(fields: tuple) -> str:
+    return json.dumps(sorted(fields))  # imported rows share a few field sets
+
+
+def _uuid4_texts(count: int) -> list[str]:
+    """Random (version 4) UUIDs as text, from one read of the system's randomness."""
+    random = os.urandom(16 * count)
+    texts = []
+    for start in range(0, 16 * count, 16):
+        b = bytearray(random[start:start + 16])
+        b[6] = b[6] & 0x0F | 0x40  # version 4
+        b[8] = b[8] & 0x3F | 0x80  # RFC 4122 variant
+        h = b.hex()
+        texts.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return texts
 
 
 _RELATED = ("organisation", "owner")

@@ -40,6 +40,7 @@ class NewSubjectSealer:
         self._ciphers: dict = {}  # subject id (text) -> (key id, keyed cipher)
         self._indexers: dict = {}
         self._keys = CopyRows(DataKey, now=clock.now(), using=keys_db())
+        self._random, self._offset = b"", 0
 
     def seal(self, plaintext: str, *, subject_id, context: str) -> bytes:
         subject = str(subject_id)
@@ -61,8 +62,12 @@ class NewSubjectSealer:
                 indexer(value) if indexed else "")
 
     def _new_key(self, subject: str):
-        random = os.urandom(DATA_KEY_BYTES + 4)
-        key, key_id = random[:DATA_KEY_BYTES], random[DATA_KEY_BYTES:].hex()
+        start = self._offset
+        if start + DATA_KEY_BYTES + 4 > len(self._random):
+            self._random, start = os.urandom(256 * (DATA_KEY_BYTES + 4)), 0  # one read per 256
+        self._offset = start + DATA_KEY_BYTES + 4
+        key = self._random[start:start + DATA_KEY_BYTES]
+        key_id = self._random[start + DATA_KEY_BYTES:self._offset].hex()
         wrapped = seal_with(self._master, key, key_id=self._master_id,
                             aad=_key_aad(subject, key_id))
         self._keys.add({"subject_id": subject, "key_id": key_id,

@@ -5,6 +5,7 @@ characters whatever the value, for free text whose length must not leak), `full`
 Whatever the rule, at most half of a value's characters are ever exposed.
 """
 
+import functools
 import re
 
 MASK_CHAR = "•"
@@ -17,16 +18,20 @@ def validate_rule(rule: str) -> None:
         raise ValueError("Mask rules are last:N, first:N, fixed:N or full.")
 
 
+@functools.lru_cache(maxsize=64)
+def _parse(rule: str) -> tuple[str, int]:
+    validate_rule(rule)
+    if rule == "full":
+        return "full", 8
+    kind, n = rule.split(":")
+    return kind, int(n)
+
+
 def mask(value: str, rule: str) -> str:
     if not value:
         return ""
-    rule = rule or DEFAULT_RULE
-    validate_rule(rule)
-    if rule == "full":
-        return MASK_CHAR * 8
-    kind, n = rule.split(":")
-    n = int(n)
-    if kind == "fixed":
+    kind, n = _parse(rule or DEFAULT_RULE)
+    if kind in ("fixed", "full"):
         return MASK_CHAR * n
     shown = min(n, len(value) // 2)
     hidden = len(value) - shown

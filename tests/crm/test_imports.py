@@ -258,20 +258,20 @@ def test_a_run_resumes_after_the_last_committed_chunk(monkeypatch):
                                     source="staff")
     imports.import_job_set_mapping(job=job)
     imports.import_job_start(job=job)
-    real = services.person_import_chunk
+    real = services.person_import_write
     calls = []
 
-    def dies_on_second_chunk(**kwargs):
+    def dies_on_second_chunk(prepared):
         calls.append(1)
         if len(calls) == 2:
             raise OperationalError("worker lost")
-        return real(**kwargs)
+        return real(prepared)
 
-    monkeypatch.setattr(services, "person_import_chunk", dies_on_second_chunk)
+    monkeypatch.setattr(services, "person_import_write", dies_on_second_chunk)
     with pytest.raises(OperationalError):
         imports.import_job_run(job.pk)
     assert ImportJob.objects.get(pk=job.pk).processed_rows == 2
-    monkeypatch.setattr(services, "person_import_chunk", real)
+    monkeypatch.setattr(services, "person_import_write", real)
     job = imports.import_job_run(job.pk)
     assert (job.state, job.processed_rows, Person.objects.count()) == ("done", 5, 5)
 
