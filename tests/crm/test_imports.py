@@ -417,3 +417,28 @@ def test_import_people_command_refuses_a_bad_mapping_and_keeps_nothing(tmp_path)
     with pytest.raises(CommandError, match="mapping|field"):
         call_command("import_people", str(path))
     assert not ImportJob.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_run_writes_on_a_second_connection_while_preparing_the_next_chunk(monkeypatch):
+    """Outside a transaction (a worker) the run is pipelined; cross-chunk duplicates are still
+    caught while the chunk holding the first occurrence is being written."""
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 2)
+    threads = set()
+    real = services.person_import_write
+
+    def write(prepared):
+        import threading
+
+        threads.add(threading.current_thread().name)
+        return real(prepared)
+
+    monkeypatch.setattr(services, "person_import_write", write)
+    rows = "".join(f"N{i},L,p{i % 4}@example.org,,,{VISA if i % 2 else ''}\n" for i in range(9))
+    job = run_import(HEADER + rows + "Bad,L,nope,,,\n")
+    assert (job.state, job.processed_rows, job.created_count, job.duplicate_count,
+            job.error_count) == ("done", 10, 4, 5, 1)
+    assert Person.objects.count() == 4
+    assert all(name.startswith("import-writer") for name in threads)
+    # Only the people with a sealed value get a data key (as with person_create).
+    assert len(find_by_identifier("card_number", VISA)) == DataKey.objects.count() == 2
