@@ -5,3 +5,11 @@ class CampaignsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "campaigns"
     verbose_name = "Email and campaigns"
+
+    def ready(self):
+        from crm import extensions
+
+        from . import gateway
+
+        # "May we email this person, for which kinds, and why" joins the explain endpoint.
+        extensions.explain_sections["email"] = gateway.explain_email

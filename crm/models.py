@@ -347,3 +347,19 @@ class ImportFileBlock(models.Model):
 
     def __str__(self):
         return f"{self.job_id}#{self.seq}"
+
+
+class SuppressedAddress(models.Model):
+    """A keyed hash of an address that must never be marketed to again (kept after erasure,
+    so a re-import of the same address is still suppressed). Holds no readable address."""
+
+    address_hash = models.CharField(max_length=64, unique=True)
+    reason = models.CharField(max_length=32)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("suppressed address")
+        verbose_name_plural = _("suppression list")
+
+    def __str__(self):
+        return f"{self.reason}:{self.address_hash[:12]}"

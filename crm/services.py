@@ -37,6 +37,7 @@ from .models import (
     MarketingList,
     Organisation,
     Person,
+    SuppressedAddress,
 )
 from .registry import (
     CORE_EDITABLE,
@@ -728,3 +729,20 @@ def person_unlock_field(*, person_id, field: str, actor=None, source: str) -> No
         person.save(update_fields=["locked_fields", "updated_at"])
         _audit(person_id=person.pk, action="unlock_field", fields=[field], actor=actor,
                source=source).save()
+
+
+def address_hash(email: str) -> str:
+    """Keyed hash of a normalised address (the suppression list's key)."""
+    import hashlib
+    import hmac
+
+    from encryption.keys import derive, keyring
+
+    key = derive(keyring().blind_index_key, "suppression-list")
+    return hmac.new(key, normalise_email(email).encode(), hashlib.sha256).hexdigest()
+
+
+def suppress_address(*, email: str, reason: str) -> None:
+    if normalise_email(email):
+        SuppressedAddress.objects.get_or_create(address_hash=address_hash(email),
+                                                defaults={"reason": reason})
