@@ -1,5 +1,6 @@
 """Email: for now the local mailbox that keeps every message in development."""
 
+from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -25,6 +26,74 @@ class MailboxMessage(models.Model):
         ordering = ["-created_at", "-id"]
         verbose_name = _("mailbox message")
         verbose_name_plural = _("mailbox")
+
+    def __str__(self):
+        return self.subject
+
+
+class MessageStatus(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    SENDING = "sending", _("Sending")
+    SENT = "sent", _("Sent")
+    SUPPRESSED = "suppressed", _("Suppressed")
+    FAILED = "failed", _("Failed")
+
+
+class EmailMessage(models.Model):
+    """The outbox and the mail log: every outbound message is a row before it is anything else.
+
+    Written in the caller's transaction; workers claim rows (QUEUED → SENDING with a lease),
+    re-check the gateway from fresh data and hand the message to SMTP. The row, not the broker,
+    is the source of truth: a sweeper re-dispatches rows whose lease ran out.
+    """
+
+    person = models.ForeignKey("crm.Person", null=True, on_delete=models.SET_NULL,
+                               related_name="email_messages")
+    kind = models.CharField(max_length=16, db_index=True)
+    template = models.CharField(max_length=64, blank=True)
+    campaign_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    message_id = models.CharField(max_length=255, unique=True)
+    in_reply_to = models.CharField(max_length=255, blank=True)
+    to_address = models.CharField(max_length=254, blank=True)
+    subject = models.CharField(max_length=998, blank=True)
+    body_text = models.TextField(blank=True)
+    body_html = models.TextField(blank=True)
+    headers = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=12, choices=MessageStatus.choices,
+                              default=MessageStatus.QUEUED, db_index=True)
+    reason = models.CharField(max_length=64, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    allowed_by = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "lease_until"], name="outbox_status_lease")]
+        verbose_name = _("email message")
+
+    def __str__(self):
+        return f"{self.kind}:{self.status}"
+
+
+class InboundMessage(models.Model):
+    """A message the contact sent us (recorded by staff or the API): replying to it is allowed
+    even when they opted out, because it continues a conversation they started."""
+
+    person = models.ForeignKey("crm.Person", on_delete=models.CASCADE,
+                               related_name="inbound_messages")
+    message_id = models.CharField(max_length=255, unique=True)
+    subject = models.CharField(max_length=998, blank=True)
+    body_text = models.TextField(blank=True)
+    received_at = models.DateTimeField()
+    recorded_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True,
+                                    on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        ordering = ["-received_at"]
 
     def __str__(self):
         return self.subject
