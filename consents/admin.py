@@ -43,9 +43,14 @@ class RuleWidget(forms.Textarea):
     def __init__(self):
         super().__init__(attrs={"rows": 4, "cols": 80, "style": "font-family:monospace"})
 
+    def format_value(self, value):
+        # A JSON form field shows an empty rule as `null`; an empty box means "everyone".
+        return "" if value == "null" else super().format_value(value)
+
 
 class PurposeForm(forms.ModelForm):
-    title = forms.CharField(label=_("Title shown to contacts"), max_length=200)
+    title = forms.CharField(label=_("Title shown to contacts"), max_length=200,
+                            widget=forms.TextInput(attrs={"class": "vTextField"}))
     text = forms.CharField(label=_("Text shown to contacts"), widget=forms.Textarea,
                            help_text=_("Changing the title or text publishes a new version."))
 
@@ -92,7 +97,7 @@ class ConsentPurposeAdmin(admin.ModelAdmin):
         return rules.describe(obj.visibility_rule)
 
     def get_readonly_fields(self, request, obj=None):
-        return ("shown_to", "key") if obj else ("shown_to",)
+        return ("shown_to", "key") if obj else ()
 
     def save_model(self, request, obj, form, change):
         title, text = form.cleaned_data["title"], form.cleaned_data["text"]
@@ -210,7 +215,7 @@ class ConsentEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class ConsentInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = Consent
     template = "admin/consents/consent_inline.html"
-    fields = ("purpose", "state", "version_shown", "updated_at", "how", "history")
+    fields = ("purpose_name", "state", "version_shown", "updated_at", "how", "history")
     readonly_fields = fields
     extra = 0
     verbose_name_plural = _("Consents")
@@ -220,8 +225,15 @@ class ConsentInline(ReadOnlyAdminMixin, admin.TabularInline):
         return obj is not None and super().has_view_permission(request, obj)
 
     def get_queryset(self, request):
-        return super().get_queryset(request).select_related(
+        # Not InlineModelAdmin.get_queryset: it asks has_view_permission() without the person,
+        # gets the add-page "no" below and would empty the block on every person. Django builds
+        # this queryset only after has_view_permission(request, person) said yes.
+        return super(admin.options.InlineModelAdmin, self).get_queryset(request).select_related(
             "purpose", "version", "last_event")
+
+    @admin.display(description=_("purpose"))
+    def purpose_name(self, obj):
+        return obj.purpose.name  # a link would lead staff to a settings page they cannot open
 
     @admin.display(description=_("text version"))
     def version_shown(self, obj):

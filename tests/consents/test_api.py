@@ -116,3 +116,10 @@ def test_explain_panel_on_the_staff_person_page(staff_client, news):
     consent = services.consent_grant(person=person, purpose=news, **CONFIRMED)
     page = staff_client.get(f"/admin/crm/person/{person.pk}/change/").content.decode()
     assert "explain" in page and f"ledger event #{consent.last_event_id}" in page
+
+
+def test_consents_block_lists_the_persons_answers(staff_client, news):
+    person = PersonFactory()
+    services.consent_grant(person=person, purpose=news, **CONFIRMED)
+    page = staff_client.get(f"/admin/crm/person/{person.pk}/change/").content.decode()
+    assert 'class="consent-row state-granted"' in page and "News" in page

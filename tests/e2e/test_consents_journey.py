@@ -79,11 +79,6 @@ def _admin_adds_partner_sharing_purpose(request, page):
     assert list(purpose.versions.values_list("version", flat=True)) == [1]
 
 
-# Remove together with the fix: ConsentInline.has_view_permission answers "no" without a person
-# (to hide the block on the add page), and InlineModelAdmin.get_queryset asks exactly that and
-# empties the queryset, so the block lists no consent on any person.
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the Consents block shows no rows (ConsentInline.get_queryset)")
 def test_admin_creates_purpose_and_staff_records_and_filters_by_it(
     request, page, admin_page, login, screenshot
 ):
