@@ -8,8 +8,9 @@ same columns). A plain `bulk_create` of the same rows is printed for scale.
         .venv/bin/python bench/import_people.py [--rows 100000]
 
 The database named in DATABASE_URL is dropped and created anew (it must not be one you use).
-Each measurement runs in a forked child so its peak memory (ru_maxrss growth over the parent at
-fork time) is its own; the tables are truncated between runs.
+Each measurement runs in a forked child so its peak memory (ru_maxrss growth over the warmed-up
+parent at fork time) is its own; the tables are truncated between runs. Rates are wall-clock:
+run it on a quiet machine (other processes skew every figure, ratios less so).
 """
 
 import argparse
@@ -229,6 +230,14 @@ def main() -> None:
         print(f"generated {args.rows:,} rows ({path.stat().st_size / 2**20:.1f} MiB) in "
               f"{time.perf_counter() - started:.1f} s; PostgreSQL {connection.pg_version}, "
               f"Python {sys.version.split()[0]}")
+        # Warm up in the parent (lazy imports, caches, Celery's eager machinery), so each forked
+        # measurement's memory growth is its own working set.
+        warm = Path(folder) / "warm.csv"
+        generate(warm, 50)
+        for warm_up in (lambda: run_ours(warm, encrypted=True), lambda: run_bare(warm),
+                        lambda: run_bulk_create(warm)):
+            truncate()
+            warm_up()
         only = set(args.only or ["ours", "plain", "bare", "bulk"])
         rates = {}
         if "ours" in only:

@@ -488,7 +488,7 @@ def _people_rows(people: list[dict], *, actor, definitions):
         for name, value in cleaned.items():
             if name in ENCRYPTED_CORE:
                 if value:
-                    column = Person._meta.get_field(name)
+                    column = _ENCRYPTED_COLUMNS[name]
                     (values[name], values[column.mask_field],
                      values[column.index_field]) = sealer.sealed_field(
                         value, subject_id=pk, context=column.context, mask_rule=column.mask_rule)
@@ -524,6 +524,7 @@ def _uuid4_texts(count: int) -> list[str]:
 
 
 _RELATED = ("organisation", "owner")
+_ENCRYPTED_COLUMNS = {name: Person._meta.get_field(name) for name in ENCRYPTED_CORE}
 
 
 def person_convert_to_contact(*, person: Person, actor=None, source: str) -> Person:

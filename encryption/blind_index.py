@@ -5,7 +5,6 @@ a hit is a candidate that the caller re-checks after decryption, and the short t
 index cannot confirm a guessed value on its own.
 """
 
-import hashlib
 import hmac
 import re
 
@@ -25,14 +24,11 @@ def blind_index(value: str, *, context: str) -> str:
 
 def blind_indexer(context: str):
     """`blind_index` for many values of one field: the field's key is derived once."""
-    keyed = hmac.new(derive(keyring().blind_index_key, f"blind-index:{context}"),
-                     digestmod=hashlib.sha256)
+    key = derive(keyring().blind_index_key, f"blind-index:{context}")
 
     def index(value: str) -> str:
         if not value:
             return ""
-        tag = keyed.copy()
-        tag.update(normalise(value).encode())
-        return tag.digest()[:TAG_BYTES].hex()
+        return hmac.digest(key, normalise(value).encode(), "sha256")[:TAG_BYTES].hex()
 
     return index

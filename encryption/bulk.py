@@ -15,7 +15,7 @@ from config import clock
 from config.pgcopy import CopyRows
 
 from .blind_index import blind_indexer
-from .cipher import seal_with
+from .cipher import NONCE_BYTES, seal_with
 from .datakeys import DATA_KEY_BYTES
 from .datakeys import _aad as _key_aad
 from .keys import keyring
@@ -49,7 +49,7 @@ class NewSubjectSealer:
             entry = self._new_key(subject)
         key_id, aead = entry
         return seal_with(aead, plaintext.encode(), key_id=key_id,
-                         aad=_value_aad(context, subject))
+                         aad=_value_aad(context, subject), nonce=self._take(NONCE_BYTES))
 
     def sealed_field(self, value: str, *, subject_id, context: str, mask_rule: str,
                      indexed: bool = True) -> tuple[bytes, str, str]:
@@ -62,18 +62,22 @@ class NewSubjectSealer:
                 indexer(value) if indexed else "")
 
     def _new_key(self, subject: str):
-        start = self._offset
-        if start + DATA_KEY_BYTES + 4 > len(self._random):
-            self._random, start = os.urandom(256 * (DATA_KEY_BYTES + 4)), 0  # one read per 256
-        self._offset = start + DATA_KEY_BYTES + 4
-        key = self._random[start:start + DATA_KEY_BYTES]
-        key_id = self._random[start + DATA_KEY_BYTES:self._offset].hex()
+        key, key_id = self._take(DATA_KEY_BYTES), self._take(4).hex()
         wrapped = seal_with(self._master, key, key_id=self._master_id,
-                            aad=_key_aad(subject, key_id))
+                            aad=_key_aad(subject, key_id), nonce=self._take(NONCE_BYTES))
         self._keys.add({"subject_id": subject, "key_id": key_id,
                         "master_key_id": self._master_id, "wrapped": wrapped})
         entry = self._ciphers[subject] = (key_id, AESGCM(key))
         return entry
+
+    def _take(self, size: int) -> bytes:
+        """Fresh random bytes, cut from one system read per ~64 KiB (a read per value costs as
+        much as the encryption)."""
+        start = self._offset
+        if start + size > len(self._random):
+            self._random, start = os.urandom(1 << 16), 0
+        self._offset = start + size
+        return self._random[start:self._offset]
 
     def save_keys(self) -> int:
         """Write the data keys generated so far (one COPY); returns how many."""

@@ -26,10 +26,12 @@ def seal(plaintext: bytes, *, key: bytes, key_id: str, aad: bytes) -> bytes:
     return seal_with(AESGCM(key), plaintext, key_id=key_id, aad=aad)
 
 
-def seal_with(aead: AESGCM, plaintext: bytes, *, key_id: str, aad: bytes) -> bytes:
-    """`seal` with a cipher object already keyed: bulk sealing reuses one per key."""
+def seal_with(aead: AESGCM, plaintext: bytes, *, key_id: str, aad: bytes,
+              nonce: bytes | None = None) -> bytes:
+    """`seal` with a cipher object already keyed: bulk sealing reuses one per key (and may pass
+    nonces cut from one larger read of the system's randomness)."""
     kid = key_id.encode()
-    nonce = os.urandom(NONCE_BYTES)
+    nonce = nonce or os.urandom(NONCE_BYTES)
     return bytes([FORMAT_VERSION, len(kid)]) + kid + nonce + aead.encrypt(nonce, plaintext, aad)
 
 
