@@ -171,3 +171,20 @@ def test_consent_report_counts_and_csv(staff_client, news):
     lines = csv_body.content.decode().splitlines()
     assert lines[0] == "purpose,unknown,pending,granted,revoked"
     assert lines[1] == "news,1,0,1,0"
+
+
+def test_locked_field_is_disabled_in_the_staff_form_and_a_posted_value_is_ignored(
+    phone_storage, staff_client
+):
+    person = PersonFactory(kind="contact", phone="+39 06 1234567")
+    services.consent_revoke(person=person, purpose=phone_storage, **CONFIRMED)
+    url = f"/admin/crm/contact/{person.pk}/change/"
+    page = staff_client.get(url).content.decode()
+    assert "Locked: the person withdrew consent" in page
+    form = {"first_name": person.first_name, "last_name": person.last_name,
+            "email": person.email, "phone": "+39 06 9999999", "language": "",
+            "company": person.company, "organisation": "", "country": "IT", "region": "EU",
+            "stage": "new", "owner": "", "national_id": "", "card_number": "", "_save": "Save",
+            "consents-TOTAL_FORMS": "1", "consents-INITIAL_FORMS": "1"}
+    staff_client.post(url, form)
+    assert Person.objects.get(pk=person.pk).phone == ""
