@@ -127,6 +127,7 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE: dict = {
     "expire-consents": {"task": "consents.tasks.expire_consents", "schedule": 3600.0},
+    "sweep-outbox": {"task": "campaigns.tasks.sweep_outbox", "schedule": 30.0},
 }
 CELERY_TIMEZONE = "UTC"
 
@@ -149,6 +150,10 @@ EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Consenso <no-reply@consenso.local>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 MAILBOX_ENABLED = EMAIL_BACKEND == MAILBOX_BACKEND
+# Outbox: a claimed batch not finished within the lease is sent again by the sweeper (keep it
+# well above a few EMAIL_TIMEOUTs); messages per send task (one gateway query, one connection).
+OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=60)
+OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=100)
 
 # Encryption keys: validated by the encryption app's system check (see README).
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])

@@ -1,0 +1,297 @@
+"""The outbox sender: claim a batch of rows, re-check the mail gateway from fresh data, hand each
+allowed message to SMTP over one connection, and record what happened to every row.
+
+Crash safety rests on the rows, not the broker. A claim is a lease (SENDING until
+`lease_until`); each row is marked right after its hand-off, so a worker killed mid-batch leaves
+only the message in flight unmarked. The sweeper (`requeue_stuck`) puts rows whose lease ran out
+back in the queue: nothing is lost, and at most that one message goes twice.
+
+`lease_until` means "due at" on a QUEUED row (a transient failure sets it to the retry time) and
+"claimed until" on a SENDING one.
+"""
+
+import contextlib
+import logging
+import smtplib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import connection as db
+from django.db import transaction
+from django.db.models import OuterRef, Q, Subquery
+
+from config import clock
+from consents.models import ConsentEvent
+from crm.models import Person
+
+from . import gateway
+from .models import EmailMessage
+from .models import MessageStatus as S
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+BACKOFF_BASE_SECONDS = 60  # then 120, 240, 480; capped below
+BACKOFF_CAP_SECONDS = 30 * 60
+SWEEP_MAX_BATCHES = 100  # per sweep: a huge backlog is drained over several sweeps
+_FIELDS = ("id", "person_id", "kind", "to_address", "subject", "body_text", "body_html",
+           "headers", "message_id", "in_reply_to", "attempts")
+
+
+@dataclass
+class BatchResult:
+    sent: int = 0
+    suppressed: int = 0
+    failed: int = 0
+    retry_ids: list = field(default_factory=list)  # back in the queue: send them again later
+    retry_in: int = 0  # seconds until every one of them is due
+
+
+@dataclass(frozen=True)
+class Outcome:
+    reason: str
+    permanent: bool
+    connection_lost: bool = False
+
+
+def backoff(attempts: int) -> int:
+    """Seconds to wait after the `attempts`-th failed attempt."""
+    return min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (attempts - 1))
+
+
+def classify(error: Exception) -> Outcome:
+    """What an exception raised while handing a message to SMTP means for that message.
+
+    Only codes reach the log and the row: server texts may quote the address.
+    """
+    if isinstance(error, smtplib.SMTPRecipientsRefused):
+        code = min((code for code, _text in error.recipients.values()), default=-1)
+    elif isinstance(error, smtplib.SMTPResponseException):
+        code = error.smtp_code
+    elif isinstance(error, OSError):  # timeouts, refused or dropped connections (and smtplib's)
+        return Outcome("smtp_connection", permanent=False, connection_lost=True)
+    else:  # the message itself cannot be built (e.g. a header with a newline): retrying won't help
+        return Outcome(f"message_error:{type(error).__name__}"[:64], permanent=True)
+    if 500 <= code < 600:
+        return Outcome(f"smtp_{code}", permanent=True)
+    if 400 <= code < 500:
+        return Outcome(f"smtp_{code}", permanent=False, connection_lost=code == 421)
+    return Outcome("smtp_connection", permanent=False, connection_lost=True)
+
+
+def send_batch(message_ids) -> BatchResult:
+    """Send the outbox rows among `message_ids` that are due and not claimed by someone else.
+
+    Rows the gateway blocks now become SUPPRESSED with its reason; sent rows record what allowed
+    them. Transient failures are put back in the queue with a backoff and returned in
+    `retry_ids` for the caller (the task) to schedule.
+    """
+    result = BatchResult()
+    lease = _Lease.start()
+    rows = _claim(message_ids, lease)
+    if not rows:
+        return result
+    decisions, people = _fresh_decisions(rows)
+    allowed, blocked = [], defaultdict(list)
+    for row in rows:
+        decision = decisions[row.pk]
+        if decision.allowed:
+            allowed.append(row)
+        else:
+            blocked[decision.reason].append(row.pk)
+    now = clock.now()
+    for reason, ids in blocked.items():
+        # The body stays: the log shows what would have gone, and why it did not.
+        EmailMessage.objects.filter(pk__in=ids).update(
+            status=S.SUPPRESSED, reason=reason, lease_until=None, updated_at=now)
+        result.suppressed += len(ids)
+    if allowed:
+        _deliver(allowed, people, lease, result)
+    return result
+
+
+def _claimable(now) -> Q:
+    due = Q(status=S.QUEUED) & (Q(lease_until__isnull=True) | Q(lease_until__lte=now))
+    return due | Q(status=S.SENDING, lease_until__lt=now)
+
+
+def _claim(message_ids, lease: "_Lease") -> list[EmailMessage]:
+    """QUEUED (or lease-expired SENDING) → SENDING for this worker. SKIP LOCKED: two workers
+    handed the same ids split them instead of waiting for each other."""
+    with transaction.atomic():
+        rows = list(EmailMessage.objects.select_for_update(skip_locked=True)
+                    .filter(_claimable(lease.started), pk__in=list(message_ids))
+                    .only(*_FIELDS).order_by("pk"))
+        EmailMessage.objects.filter(pk__in=[row.pk for row in rows]).update(
+            status=S.SENDING, lease_until=lease.until, updated_at=lease.started)
+    return rows
+
+
+def _fresh_decisions(rows) -> tuple[dict, dict]:
+    """Row id → gateway Decision, and person id → (address, opt-in state, last opt-in event),
+    read from one snapshot: one recheck per kind (set-based) plus one query for the proof."""
+    by_kind = defaultdict(set)
+    for row in rows:
+        if row.person_id is not None:
+            by_kind[row.kind].add(row.person_id)
+    everyone = set().union(*by_kind.values())
+    last_event = (ConsentEvent.objects.filter(person_id=OuterRef("pk"), subject="email_opt_in")
+                  .order_by("-seq").values("pk")[:1])
+    # The cursor is created outside the transaction so a due connection health check cannot be
+    # its first statement: REPEATABLE READ has to be. The decision and the proof it records then
+    # come from the same data.
+    snapshot = db.vendor == "postgresql" and not db.in_atomic_block
+    with db.cursor() as cursor, transaction.atomic():
+        if snapshot:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        per_kind = {kind: gateway.recheck(ids, kind) for kind, ids in by_kind.items()}
+        people = {pk: (email, state, event) for pk, email, state, event in
+                  Person.objects.filter(pk__in=everyone)
+                  .annotate(event=Subquery(last_event))
+                  .values_list("pk", "email", "email_opt_in", "event")}
+    gone = gateway.Decision(False, gateway.Reason.ERASED)  # the person row was deleted
+    decisions = {row.pk: per_kind[row.kind].get(row.person_id, gone) if row.person_id else gone
+                 for row in rows}
+    return decisions, people
+
+
+class _Lease:
+    """This batch's claim. Renewed halfway through, so a slow but healthy batch is never swept
+    from under it; `lease_until` doubles as the owner's token (a sweeper that re-queued a row
+    changes it, and this batch then skips that row)."""
+
+    def __init__(self, started):
+        self.started = started
+        self.until = started + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
+        self.lost: set = set()
+
+    @classmethod
+    def start(cls) -> "_Lease":
+        return cls(clock.now())
+
+    def keep(self, remaining) -> None:
+        """Renew the claim on the `remaining` rows once half of it has run out."""
+        now = clock.now()
+        if now < self.until - timedelta(seconds=settings.OUTBOX_LEASE_SECONDS / 2):
+            return
+        ids = [row.pk for row in remaining]
+        until = now + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
+        mine = EmailMessage.objects.filter(pk__in=ids, status=S.SENDING, lease_until=self.until)
+        if mine.update(lease_until=until) < len(ids):
+            kept = set(EmailMessage.objects.filter(pk__in=ids, lease_until=until)
+                       .values_list("pk", flat=True))
+            self.lost |= set(ids) - kept
+        self.until = until
+
+
+def _deliver(rows, people, lease: _Lease, result: BatchResult) -> None:
+    """Hand each row to SMTP over one connection (timeouts: EMAIL_TIMEOUT), marking it at once."""
+    backend = get_connection(fail_silently=False)
+    try:
+        backend.open()
+    except Exception as error:  # noqa: BLE001 - whatever it is, every row waits for a retry
+        outcome = classify(error)
+        logger.warning("outbox: cannot open the mail connection (%s)", outcome.reason)
+        for row in rows:
+            _retry_later(row, "smtp_connect", result)
+        return
+    try:
+        for index, row in enumerate(rows):
+            lease.keep(rows[index:])
+            if row.pk in lease.lost:
+                continue
+            address, state, event = people[row.person_id]
+            try:
+                backend.send_messages([_build(row, address, backend)])
+            except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
+                outcome = classify(error)
+                logger.warning("outbox: message %s not sent (%s)", row.pk, outcome.reason)
+                if outcome.permanent:
+                    _fail(row, outcome.reason, result)
+                else:
+                    _retry_later(row, outcome.reason, result)
+                if outcome.connection_lost:
+                    _release(rows[index + 1:], result)
+                    return
+                continue
+            _mark_sent(row, address, state, event)
+            result.sent += 1
+    finally:
+        # A connection that is already gone cannot be closed politely; all sent is marked.
+        with contextlib.suppress(OSError):
+            backend.close()
+
+
+def _build(row, address: str, backend) -> EmailMultiAlternatives:
+    headers = {**row.headers, "Message-ID": row.message_id}
+    if row.in_reply_to:
+        headers.update({"In-Reply-To": row.in_reply_to, "References": row.in_reply_to})
+    message = EmailMultiAlternatives(row.subject, row.body_text, settings.DEFAULT_FROM_EMAIL,
+                                     [address], headers=headers, connection=backend)
+    if row.body_html:
+        message.attach_alternative(row.body_html, "text/html")
+    return message
+
+
+def _mark_sent(row, address: str, state: str, event) -> None:
+    now = clock.now()
+    EmailMessage.objects.filter(pk=row.pk).update(
+        status=S.SENT, sent_at=now, to_address=address, reason="", lease_until=None,
+        allowed_by={"opt_in": state, "event": event, "reason": gateway.Reason.ELIGIBLE},
+        updated_at=now)
+
+
+def _fail(row, reason: str, result: BatchResult, *, attempts: int | None = None) -> None:
+    EmailMessage.objects.filter(pk=row.pk).update(
+        status=S.FAILED, reason=reason, lease_until=None, updated_at=clock.now(),
+        attempts=row.attempts if attempts is None else attempts)
+    result.failed += 1
+
+
+def _retry_later(row, reason: str, result: BatchResult) -> None:
+    attempts = row.attempts + 1
+    if attempts >= MAX_ATTEMPTS:
+        _fail(row, f"retries_exhausted:{reason}"[:64], result, attempts=attempts)
+        return
+    wait = backoff(attempts)
+    now = clock.now()
+    EmailMessage.objects.filter(pk=row.pk).update(
+        status=S.QUEUED, reason=reason, attempts=attempts, updated_at=now,
+        lease_until=now + timedelta(seconds=wait))
+    result.retry_ids.append(row.pk)
+    result.retry_in = max(result.retry_in, wait)
+
+
+def _release(rows, result: BatchResult) -> None:
+    """Rows not tried because the connection dropped: back in the queue, no attempt counted."""
+    if not rows:
+        return
+    now = clock.now()
+    EmailMessage.objects.filter(pk__in=[r.pk for r in rows], status=S.SENDING).update(
+        status=S.QUEUED, lease_until=now, updated_at=now)
+    result.retry_ids.extend(r.pk for r in rows)
+    result.retry_in = max(result.retry_in, BACKOFF_BASE_SECONDS)
+
+
+def requeue_stuck(batch_size: int | None = None):
+    """Yield, in batches, the ids of rows a lost broker message or a killed worker left behind
+    (QUEUED a lease past due, SENDING past their lease), after putting them back in the queue,
+    due now. The caller dispatches each batch; rows are read a batch at a time."""
+    size = batch_size or settings.OUTBOX_BATCH_SIZE
+    now = clock.now()
+    lease = timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
+    stuck = (Q(status=S.QUEUED, lease_until__lt=now - lease)
+             | Q(status=S.QUEUED, lease_until__isnull=True, created_at__lt=now - lease)
+             | Q(status=S.SENDING, lease_until__lt=now))
+    for _batch in range(SWEEP_MAX_BATCHES):
+        ids = list(EmailMessage.objects.filter(stuck).order_by("pk")
+                   .values_list("pk", flat=True)[:size])
+        if not ids:
+            return
+        # Re-checked in the UPDATE: a row a worker claimed meanwhile is left alone.
+        EmailMessage.objects.filter(stuck, pk__in=ids).update(
+            status=S.QUEUED, lease_until=now, updated_at=now)
+        yield ids
