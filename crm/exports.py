@@ -66,7 +66,8 @@ class _Echo:
 
 def csv_chunks(queryset: QuerySet):
     writer = csv.writer(_Echo(), lineterminator="\r\n")
-    batch = []
+    # The byte order mark tells spreadsheet programs the file is UTF-8 (the import skips it).
+    batch = ["\ufeff"]
     for row in person_rows(queryset):
         batch.append(writer.writerow(row))
         if len(batch) == ROWS_PER_WRITE:

@@ -499,9 +499,10 @@ def _people_rows(people: list[dict], *, actor, definitions):
         if custom:
             values["custom"] = custom
         rows.add(values)
+        fields = tuple(_set_fields({**cleaned, "custom": custom}))
         audit.add({"person_id": pk, "action": "create", "actor_id": actor_id,
-                   "fields": _fields_json(tuple(_set_fields({**cleaned, "custom": custom}))),
-                   "source": Source.IMPORT, "at": at})
+                   "fields": _fields_json(fields) if audit.postgres else sorted(fields),
+                   "source": Source.IMPORT, "at": at if audit.postgres else now})
     return rows, audit, sealer
 
 

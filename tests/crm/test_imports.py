@@ -442,3 +442,26 @@ def test_a_worker_run_writes_on_a_second_connection_while_preparing_the_next_chu
     assert all(name.startswith("import-writer") for name in threads)
     # Only the people with a sealed value get a data key (as with person_create).
     assert len(find_by_identifier("card_number", VISA)) == DataKey.objects.count() == 2
+
+
+def test_without_copy_the_same_rows_are_written_with_bulk_create(monkeypatch):
+    """SQLite (`make run`) has no COPY: the rows go through bulk_create, same result."""
+    from config.pgcopy import CopyRows
+
+    real_init = CopyRows.__init__
+
+    def without_copy(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.postgres = False
+
+    monkeypatch.setattr(CopyRows, "__init__", without_copy)
+    FieldDefinitionFactory(key="tax_code", is_encrypted=True)
+    job = run_import("email,card_number,tax_code\n"
+                     f"ada@example.org,{VISA},TAX123\nada@example.org,,\n")
+    assert (job.created_count, job.duplicate_count) == (1, 1)
+    person = Person.objects.get()
+    assert person.card_number_mask == "••••••••••••1111"
+    assert find_by_identifier("card_number", VISA) == [person.pk]
+    assert person.custom["tax_code"]["mask"]
+    entry = AuditEntry.objects.get(person_id=person.pk)
+    assert (entry.fields, entry.source) == (["card_number", "email", "tax_code"], "import")
