@@ -13,3 +13,7 @@ class CampaignsConfig(AppConfig):
 
         # "May we email this person, for which kinds, and why" joins the explain endpoint.
         extensions.explain_sections["email"] = gateway.explain_email
+        # The admin app (first in INSTALLED_APPS) has registered crm's person admins by now.
+        from .admin_person import extend_person_admins
+
+        extend_person_admins()

@@ -23,7 +23,8 @@ class Kind:
     ADHOC = "adhoc"
     REPLY = "reply"
     SYSTEM = "system"
-    ALL = (CAMPAIGN, AUTORESPONDER, WORKFLOW, ADHOC, REPLY, SYSTEM)
+    DOUBLE_OPT_IN = "double_opt_in"  # the confirmation request itself
+    ALL = (CAMPAIGN, AUTORESPONDER, WORKFLOW, ADHOC, REPLY, SYSTEM, DOUBLE_OPT_IN)
 
 
 class Reason:
@@ -39,7 +40,8 @@ class Reason:
 
 # Which checks apply to which kind. Replies to the contact's own message and system mail that
 # serves their rights (confirming a change they made) go despite opt-out and stop-processing.
-OPT_OUT_APPLIES = {Kind.CAMPAIGN, Kind.AUTORESPONDER, Kind.WORKFLOW, Kind.ADHOC}
+OPT_OUT_APPLIES = {Kind.CAMPAIGN, Kind.AUTORESPONDER, Kind.WORKFLOW, Kind.ADHOC,
+                   Kind.DOUBLE_OPT_IN}
 STOP_APPLIES = OPT_OUT_APPLIES
 SUPPRESSION_APPLIES = OPT_OUT_APPLIES
 ACCEPTANCE_APPLIES = {Kind.CAMPAIGN, Kind.WORKFLOW}

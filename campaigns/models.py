@@ -97,3 +97,24 @@ class InboundMessage(models.Model):
 
     def __str__(self):
         return self.subject
+
+
+class DoubleOptInRequest(models.Model):
+    """One emailed confirmation link. Only a hash of its token is stored; it is single-use and
+    expires. Confirming it is the contact's proof of a double opt-in."""
+
+    person = models.ForeignKey("crm.Person", on_delete=models.CASCADE,
+                               related_name="double_opt_in_requests")
+    token_hash = models.CharField(max_length=64, unique=True)
+    message = models.ForeignKey(EmailMessage, null=True, on_delete=models.SET_NULL,
+                                related_name="+")
+    source = models.CharField(max_length=16)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"double opt-in {self.pk}"

@@ -4,6 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from campaigns.api import DoubleOptInView
 from consents.api import ConsentPurposeViewSet, PersonConsentsView, ProofView
 from crm.api import ImportJobViewSet, PersonViewSet
 from crm.api_composed import ExplainView, SettingsView
@@ -25,6 +26,9 @@ urlpatterns = [
          name="person-consent-proof"),
     path("api/persons/<uuid:pk>/explain/", ExplainView.as_view(), name="person-explain"),
     path("api/settings/", SettingsView.as_view(), name="settings"),
+    path("api/persons/<uuid:pk>/double-opt-in/", DoubleOptInView.as_view(),
+         name="person-double-opt-in"),
     path("api/", include(router.urls)),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("", include("preferences_portal.urls")),
 ]

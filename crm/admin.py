@@ -387,7 +387,9 @@ class PersonAdmin(PersonImportExportMixin, admin.ModelAdmin):
             ], "remask_after_seconds": settings.REVEAL_REMASK_SECONDS,
                 # "May we …, and why": each app that decides something adds its section.
                 "explain": {name: section(person)
-                            for name, section in extensions.explain_sections.items()}}
+                            for name, section in extensions.explain_sections.items()},
+                "person_links": [link for fn in extensions.person_links
+                                 if (link := fn(request, person))]}
         return super().change_view(request, object_id, form_url, extra_context)
 
     # -- rights and saving --------------------------------------------------------------------

@@ -23,3 +23,6 @@ class SettingsSection:
 
 
 settings_sections: dict[str, SettingsSection] = {}
+
+# fn(request, person) -> (label, url) | None: buttons on the staff person page (opt-in, …)
+person_links: list[Callable] = []

@@ -19,7 +19,8 @@ def expected(state, kind, accepted, stopped, erased, suppressed):
     """The rules of DESIGN.md, written out independently of the gateway's code."""
     if erased:
         return Reason.ERASED
-    marketing_like = kind in (Kind.CAMPAIGN, Kind.AUTORESPONDER, Kind.WORKFLOW, Kind.ADHOC)
+    marketing_like = kind in (Kind.CAMPAIGN, Kind.AUTORESPONDER, Kind.WORKFLOW, Kind.ADHOC,
+                              Kind.DOUBLE_OPT_IN)
     if suppressed and marketing_like:
         return Reason.SUPPRESSED
     if stopped and marketing_like:

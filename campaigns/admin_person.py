@@ -1,0 +1,94 @@
+"""Email on the staff person page: the opt-in status moves staff may make, and sending the
+double opt-in request (one person, or a selection). Added to crm's person admins upward."""
+
+from collections import Counter
+
+from django import forms
+from django.contrib import admin, messages
+from django.http import HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
+from django.utils.translation import gettext_lazy as _
+
+from consents.models import Verification
+from crm import extensions
+from crm.errors import ServiceError
+from crm.models import Contact, EmailOptIn, Lead, Person
+
+from .double_opt_in import NotSent, double_opt_in_send
+from .optin import Actor, opt_in_change, staff_choices
+
+
+class OptInForm(forms.Form):
+    move = forms.ChoiceField(label=_("Change"))
+    note = forms.CharField(label=_("Why? (required)"), max_length=500,
+                           widget=forms.Textarea(attrs={"rows": 3}))
+
+    def __init__(self, *args, choices, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["move"].choices = choices
+
+
+def opt_in_view(model_admin, request, object_id):
+    person = get_object_or_404(Person, pk=object_id)
+    if not request.user.has_perm("crm.change_person"):
+        return HttpResponse(status=403)
+    choices = staff_choices(person.email_opt_in)
+    form = OptInForm(request.POST or None, choices=choices)
+    back = reverse(f"admin:{model_admin.model._meta.app_label}_"
+                   f"{model_admin.model._meta.model_name}_change", args=[person.pk])
+    if request.method == "POST" and choices and form.is_valid():
+        try:
+            opt_in_change(person=person, actor=Actor.STAFF, wanted=form.cleaned_data["move"],
+                          user=request.user, note=form.cleaned_data["note"],
+                          verified_by=Verification.STAFF_USER)
+        except ServiceError as error:
+            form.add_error(None, error.message)
+        else:
+            model_admin.message_user(request, _("Email opt-in status changed."))
+            return HttpResponseRedirect(back)
+    return render(request, "admin/campaigns/opt_in.html", {
+        **model_admin.admin_site.each_context(request), "title": _("Email opt-in status"),
+        "person": person, "form": form, "choices": choices, "back": back,
+        "contact_opted_out": person.email_opt_in == EmailOptIn.OPT_OUT_CONTACT,
+        "opts": model_admin.model._meta,
+    })
+
+
+@admin.action(description=_("Send the double opt-in email"), permissions=["change"])
+def send_double_opt_in(model_admin, request, queryset):
+    counts = Counter()
+    for person in queryset:
+        try:
+            double_opt_in_send(person=person, source="staff")
+            counts["sent"] += 1
+        except NotSent as refused:
+            counts[getattr(refused, "reason", "already_confirmed")] += 1
+    model_admin.message_user(request, _("Double opt-in: %(counts)s.") % {
+        "counts": ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))}, messages.INFO)
+
+
+def _opt_in_link(request, person):
+    if not request.user.has_perm("crm.change_person"):
+        return None
+    return (_("Email opt-in…"), reverse("admin:crm_person_email_opt_in", args=[person.pk]))
+
+
+def extend_person_admins():
+    for model in (Person, Lead, Contact):
+        model_admin = admin.site._registry.get(model)
+        if model_admin is None:
+            continue
+        model_admin.actions = (*model_admin.actions, send_double_opt_in)
+        original = model_admin.get_urls
+
+        def get_urls(model_admin=model_admin, original=original):
+            info = model_admin.model._meta.app_label, model_admin.model._meta.model_name
+            return [path("<path:object_id>/email-opt-in/",
+                         model_admin.admin_site.admin_view(
+                             lambda request, object_id, ma=model_admin: opt_in_view(
+                                 ma, request, object_id)),
+                         name="{}_{}_email_opt_in".format(*info)), *original()]
+
+        model_admin.get_urls = get_urls
+    extensions.person_links.append(_opt_in_link)

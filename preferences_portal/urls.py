@@ -1,0 +1,7 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("confirm/<str:token>/", views.double_opt_in, name="double-opt-in-confirm"),
+]

@@ -1,0 +1,37 @@
+"""Pages a contact sees. No GET changes state: a link opens a page whose button POSTs."""
+
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods
+
+from campaigns.double_opt_in import LinkInvalid, double_opt_in_confirm, find_request
+from crm.errors import TransitionForbidden
+
+
+def _private(response):
+    # Links carry tokens: keep them out of caches and out of Referer headers to other sites.
+    response["Cache-Control"] = "no-store"
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD", "POST"])
+def double_opt_in(request, token):
+    try:
+        pending = find_request(token)
+    except LinkInvalid:
+        return _private(render(request, "preferences_portal/link_invalid.html", status=404))
+    if request.method != "POST":
+        return _private(render(request, "preferences_portal/double_opt_in.html",
+                               {"person": pending.person}))
+    try:
+        double_opt_in_confirm(token=token, ip=request.META.get("REMOTE_ADDR"),
+                              user_agent=request.META.get("HTTP_USER_AGENT"))
+    except LinkInvalid:
+        return _private(render(request, "preferences_portal/link_invalid.html", status=404))
+    except TransitionForbidden as refused:
+        # They opted out after this link was sent: their later choice wins.
+        return _private(render(request, "preferences_portal/link_invalid.html",
+                               {"message": refused.message}, status=409))
+    return _private(render(request, "preferences_portal/double_opt_in_done.html"))
