@@ -66,3 +66,6 @@ class MailboxAdmin(_BodiesMixin, admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+from .admin_webforms import WebFormAdmin  # noqa: E402, F401  (registers the web-form page)

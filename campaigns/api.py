@@ -2,13 +2,26 @@
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, serializers, status
+from rest_framework import permissions, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from consents.models import ConsentPurpose
 from crm.models import Person
 
 from .double_opt_in import double_opt_in_send
+from .emails import absolute_url
+from .models import WebForm
+from .webforms import webform_save
+
+
+def embed_snippet(form: WebForm) -> str:
+    """HTML to paste into another site: a plain form posting to Consenso."""
+    from django.template.loader import render_to_string
+    from django.urls import reverse
+
+    return render_to_string("campaigns/web_form_snippet.html", {
+        "form": form, "action": absolute_url(reverse("web-form", args=[form.slug]))})
 
 
 class DoubleOptInView(APIView):
@@ -25,3 +38,42 @@ class DoubleOptInView(APIView):
         sent = double_opt_in_send(person=person, source="staff")
         return Response({"request": sent.pk, "message": sent.message_id,
                          "status": "queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+class WebFormSerializer(serializers.ModelSerializer):
+    consent_purposes = serializers.SlugRelatedField(
+        slug_field="key", many=True, required=False, queryset=ConsentPurpose.objects.all())
+    snippet = serializers.SerializerMethodField()
+
+    class Meta:
+        model = WebForm
+        fields = ["id", "slug", "name", "kind", "fields", "marketing_label", "consent_purposes",
+                  "thank_you_text", "autoresponder", "active", "snippet"]
+
+    def get_snippet(self, obj) -> str:
+        return embed_snippet(obj)
+
+
+class WebFormViewSet(viewsets.ModelViewSet):
+    """Web forms (admins): define the public forms and get an embeddable snippet."""
+
+    serializer_class = WebFormSerializer
+
+    def get_queryset(self):
+        return WebForm.objects.prefetch_related("consent_purposes").order_by("name")
+
+    def perform_create(self, serializer):
+        self._save(serializer)
+
+    def perform_update(self, serializer):
+        self._save(serializer)
+
+    def _save(self, serializer):
+        purposes = serializer.validated_data.pop("consent_purposes", None)
+        form = serializer.instance or serializer.Meta.model()
+        for name, value in serializer.validated_data.items():
+            setattr(form, name, value)
+        webform_save(form=form)
+        if purposes is not None:
+            form.consent_purposes.set(purposes)
+        serializer.instance = form

@@ -118,3 +118,31 @@ class DoubleOptInRequest(models.Model):
 
     def __str__(self):
         return f"double opt-in {self.pk}"
+
+
+class WebForm(models.Model):
+    """A public sign-up form: which fields it asks, the marketing box, the consents it offers."""
+
+    slug = models.SlugField(_("slug"), unique=True)
+    name = models.CharField(_("name"), max_length=150)
+    kind = models.CharField(_("creates"), max_length=10, default="lead",
+                            choices=[("lead", _("Leads")), ("contact", _("Contacts"))])
+    fields = models.JSONField(
+        _("fields"), default=list, blank=True,
+        help_text=_("Person field keys to ask besides email, e.g. [\"first_name\", \"company\"]."))
+    marketing_label = models.CharField(
+        _("marketing checkbox text"), max_length=300,
+        default="Send me news and offers by email (you can unsubscribe at any time).")
+    consent_purposes = models.ManyToManyField("consents.ConsentPurpose", blank=True,
+                                              related_name="web_forms")
+    thank_you_text = models.TextField(_("thank-you text"), default="Thank you!")
+    autoresponder = models.BooleanField(_("send an acknowledgement email"), default=False)
+    active = models.BooleanField(_("active"), default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("web form")
+
+    def __str__(self):
+        return self.name

@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from campaigns.api import DoubleOptInView
+from campaigns.api import DoubleOptInView, WebFormViewSet
 from consents.api import ConsentPurposeViewSet, PersonConsentsView, ProofView
 from crm.api import ImportJobViewSet, PersonViewSet
 from crm.api_composed import ExplainView, SettingsView
@@ -13,6 +13,7 @@ router = DefaultRouter()
 router.register("persons", PersonViewSet, basename="person")
 router.register("imports", ImportJobViewSet, basename="import")
 router.register("consent-purposes", ConsentPurposeViewSet, basename="consent-purpose")
+router.register("web-forms", WebFormViewSet, basename="web-form-api")
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),
@@ -31,4 +32,5 @@ urlpatterns = [
     path("api/", include(router.urls)),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("preferences_portal.urls")),
+    path("", include("campaigns.urls")),
 ]
