@@ -14,6 +14,7 @@ from django.conf import settings
 from django.core.mail import make_msgid
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import translation
 
 from config import clock
@@ -61,6 +62,20 @@ def _message_id_domain() -> str:
     return urlsplit(settings.SITE_URL).hostname or "consenso.local"
 
 
+MARKETING_KINDS = (Kind.CAMPAIGN, Kind.WORKFLOW, Kind.AUTORESPONDER)
+
+
+def unsubscribe_headers(person, kind: str) -> dict:
+    """RFC 8058 one-click unsubscribe headers for marketing kinds (none for the others)."""
+    if kind not in MARKETING_KINDS:
+        return {}
+    from crm.tokens import make_token
+
+    url = absolute_url(reverse("one-click-unsubscribe",
+                               args=[make_token(person, purpose="unsubscribe")]))
+    return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
 def enqueue(*, person, kind: str, template: str, context: dict, idempotency_key: str,
             in_reply_to: str = "", campaign_id: int | None = None, headers: dict | None = None,
             dispatch: bool = True) -> EmailMessage:
@@ -77,12 +92,13 @@ def enqueue(*, person, kind: str, template: str, context: dict, idempotency_key:
     existing = EmailMessage.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing
+    headers = {**unsubscribe_headers(person, kind), **(headers or {})}
     rendered = render(template, {"person": person, **context})
     row = EmailMessage(
         person=person, kind=kind, template=template, campaign_id=campaign_id,
         idempotency_key=idempotency_key, message_id=make_msgid(domain=_message_id_domain()),
         in_reply_to=in_reply_to, to_address=person.email, subject=rendered.subject,
-        body_text=rendered.text, body_html=rendered.html, headers=headers or {},
+        body_text=rendered.text, body_html=rendered.html, headers=headers,
         # For a queued row, lease_until is "due at": the sweeper picks it up if it is still
         # queued a lease after that (a lost broker message).
         lease_until=clock.now(),
