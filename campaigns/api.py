@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 from consents.models import ConsentPurpose
 from crm.models import Person
 
+from .conversations import email_compose, inbound_record
 from .double_opt_in import double_opt_in_send
 from .emails import absolute_url
 from .models import WebForm
@@ -77,3 +78,51 @@ class WebFormViewSet(viewsets.ModelViewSet):
         if purposes is not None:
             form.consent_purposes.set(purposes)
         serializer.instance = form
+
+
+class InboundSerializer(serializers.Serializer):
+    message_id = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    subject = serializers.CharField(max_length=998, allow_blank=True)
+    body = serializers.CharField(allow_blank=True)
+
+
+class ComposeSerializer(serializers.Serializer):
+    subject = serializers.CharField(max_length=998)
+    body = serializers.CharField()
+    in_reply_to = serializers.CharField(max_length=255, required=False, allow_blank=True)
+
+
+class InboundView(APIView):
+    """POST: record a message the person sent us (a reply to it stays possible after opt-out)."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(request=InboundSerializer, responses=serializers.DictField())
+    def post(self, request, pk):
+        if not request.user.has_perm("crm.change_person"):
+            self.permission_denied(request)
+        person = get_object_or_404(Person, pk=pk)
+        body = InboundSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        message = inbound_record(person=person, user=request.user,
+                                 message_id=body.validated_data.get("message_id", ""),
+                                 subject=body.validated_data["subject"],
+                                 body=body.validated_data["body"])
+        return Response({"id": message.pk, "message_id": message.message_id}, status=201)
+
+
+class ComposeView(APIView):
+    """POST: email this person (ad-hoc, or a reply when `in_reply_to` names their message)."""
+
+    permission_classes = [permissions.IsAuthenticated]
+
+    @extend_schema(request=ComposeSerializer, responses=serializers.DictField())
+    def post(self, request, pk):
+        if not request.user.has_perm("crm.change_person"):
+            self.permission_denied(request)
+        person = get_object_or_404(Person, pk=pk)
+        body = ComposeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        message = email_compose(person=person, user=request.user, **body.validated_data)
+        return Response({"id": message.pk, "kind": message.kind, "status": message.status},
+                        status=202)

@@ -151,6 +151,14 @@ def recheck(person_ids, kind: str) -> dict:
     return decisions
 
 
+def is_reply(person, in_reply_to: str | None) -> bool:
+    """A message is a reply only when it answers a message this person sent us."""
+    from .models import InboundMessage
+
+    return bool(in_reply_to) and InboundMessage.objects.filter(
+        person=person, message_id=in_reply_to).exists()
+
+
 def explain_email(person) -> dict:
     """The email section of the explain endpoint: every kind, allowed or not, and why."""
     accepted = consent_settings().opt_in_accepted

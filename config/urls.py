@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from campaigns.api import DoubleOptInView, WebFormViewSet
+from campaigns.api import ComposeView, DoubleOptInView, InboundView, WebFormViewSet
 from consents.api import ConsentPurposeViewSet, PersonConsentsView, ProofView
 from crm.api import ImportJobViewSet, PersonViewSet
 from crm.api_composed import ExplainView, SettingsView
@@ -29,6 +29,8 @@ urlpatterns = [
     path("api/settings/", SettingsView.as_view(), name="settings"),
     path("api/persons/<uuid:pk>/double-opt-in/", DoubleOptInView.as_view(),
          name="person-double-opt-in"),
+    path("api/persons/<uuid:pk>/emails/", ComposeView.as_view(), name="person-emails"),
+    path("api/persons/<uuid:pk>/inbound/", InboundView.as_view(), name="person-inbound"),
     path("api/", include(router.urls)),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("preferences_portal.urls")),
