@@ -61,10 +61,11 @@ def _fields() -> dict[str, FieldSpec]:
     return specs
 
 
-def _purposes() -> set[str]:
+def _purposes() -> dict[str, int]:
+    """Purpose key → id: rules name purposes by key, the SQL filters consents by id."""
     from .models import ConsentPurpose
 
-    return set(ConsentPurpose.objects.values_list("key", flat=True))
+    return dict(ConsentPurpose.objects.values_list("key", "id"))
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -77,7 +78,7 @@ def _value_ok(spec: FieldSpec, value) -> bool:
     return isinstance(value, str)
 
 
-def validate(rule, *, fields: dict | None = None, purposes: set | None = None) -> None:
+def validate(rule, *, fields: dict | None = None, purposes=None) -> None:
     """Raise RuleError with a path to the first problem (e.g. `all[1].value`)."""
     fields = _fields() if fields is None else fields
     purposes = _purposes() if purposes is None else purposes
@@ -195,43 +196,43 @@ def _field_q(rule, spec: FieldSpec) -> Q:
     return Q(Contains(_AsciiLower(F(spec.key)), value.translate(_ASCII_LOWER)))
 
 
-def _consent_q(rule) -> Q:
+def _consent_q(rule, purposes: dict) -> Q:
     from .models import Consent
 
-    state = rule["state"]
-    if state == "unknown":
+    # By purpose id, not through a join on the key: the subquery then probes the
+    # (purpose, state, person) index and reads people in id order.
+    consents = Consent.objects.filter(person=OuterRef("pk"), purpose_id=purposes[rule["consent"]])
+    if rule["state"] == "unknown":
         # No row, or a row still at unknown.
-        known = Consent.objects.filter(person=OuterRef("pk"), purpose__key=rule["consent"]).exclude(
-            state="unknown")
-        return ~Q(Exists(known))
-    return Q(Exists(Consent.objects.filter(person=OuterRef("pk"), purpose__key=rule["consent"],
-                                           state=state)))
+        return ~Q(Exists(consents.exclude(state="unknown")))
+    return Q(Exists(consents.filter(state=rule["state"])))
 
 
-def _to_q(rule, fields) -> Q:
+def _to_q(rule, fields, purposes) -> Q:
     if "all" in rule:
         q = Q()
         for part in rule["all"]:
-            q &= _to_q(part, fields)
+            q &= _to_q(part, fields, purposes)
         return q
     if "any" in rule:
         q = Q(pk__in=[])
         for part in rule["any"]:
-            q |= _to_q(part, fields)
+            q |= _to_q(part, fields, purposes)
         return q
     if "not" in rule:
-        return ~_to_q(rule["not"], fields)
+        return ~_to_q(rule["not"], fields, purposes)
     if "opt_in" in rule:
         return Q(email_opt_in__in=rule["opt_in"])
     if "consent" in rule:
-        return _consent_q(rule)
+        return _consent_q(rule, purposes)
     return _field_q(rule, fields[rule["field"]])
 
 
 def to_q(rule, *, fields: dict | None = None) -> Q:
     fields = _fields() if fields is None else fields
-    validate(rule, fields=fields)
-    return _to_q(rule, fields)
+    purposes = _purposes()
+    validate(rule, fields=fields, purposes=purposes)
+    return _to_q(rule, fields, purposes)
 
 
 # -- compiling to a predicate --------------------------------------------------------------------

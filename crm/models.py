@@ -105,7 +105,7 @@ class Person(models.Model):
     custom = models.JSONField(_("custom fields"), default=dict, blank=True)
     email_opt_in = models.CharField(
         _("email opt-in status"), max_length=24, choices=EmailOptIn.choices,
-        default=EmailOptIn.NONE, db_index=True,
+        default=EmailOptIn.NONE,
     )
     processing_stopped_at = models.DateTimeField(_("processing stopped"), null=True, blank=True)
     erasure_requested_at = models.DateTimeField(_("erasure requested"), null=True, blank=True)
@@ -128,6 +128,8 @@ class Person(models.Model):
         indexes = [
             models.Index(fields=["kind", "-created_at"], name="person_kind_created"),
             models.Index(fields=["stage"], name="person_stage"),
+            # Opt-in filters and counts read (state, id) from the index alone.
+            models.Index(fields=["email_opt_in", "id"], name="person_opt_in_id"),
             models.Index(fields=["region"], name="person_region"),
             models.Index(
                 fields=["processing_stopped_at"], name="person_stopped",
