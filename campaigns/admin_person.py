@@ -13,7 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from consents.models import Verification
 from crm import extensions
 from crm.errors import ServiceError
-from crm.models import Contact, EmailOptIn, Lead, Person
+from crm.models import Contact, EmailOptIn, Lead, MarketingList, Person
 
 from .double_opt_in import NotSent, double_opt_in_send
 from .optin import Actor, opt_in_change, staff_choices
@@ -68,6 +68,17 @@ def send_double_opt_in(model_admin, request, queryset):
         "counts": ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))}, messages.INFO)
 
 
+@admin.action(description=_("Send the double opt-in email to every member"),
+              permissions=["change"])
+def send_double_opt_in_to_list(model_admin, request, queryset):
+    from .double_opt_in import double_opt_in_batch_start
+
+    for marketing_list in queryset:
+        double_opt_in_batch_start(marketing_list=marketing_list, user=request.user)
+    model_admin.message_user(request, _("Sending in the background; the counts by reason "
+                                        "appear under Double opt-in batches."))
+
+
 def _opt_in_link(request, person):
     if not request.user.has_perm("crm.change_person"):
         return None
@@ -92,3 +103,6 @@ def extend_person_admins():
 
         model_admin.get_urls = get_urls
     extensions.person_links.append(_opt_in_link)
+    list_admin = admin.site._registry.get(MarketingList)
+    if list_admin is not None:
+        list_admin.actions = (*(list_admin.actions or ()), send_double_opt_in_to_list)

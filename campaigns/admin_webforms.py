@@ -5,8 +5,10 @@ from django.core.exceptions import ValidationError
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from config.readonly_admin import ReadOnlyAdminMixin
+
 from .api import embed_snippet
-from .models import WebForm
+from .models import DoubleOptInBatch, WebForm
 from .webforms import webform_clean
 
 
@@ -42,3 +44,8 @@ class WebFormAdmin(admin.ModelAdmin):
                 return cleaned
 
         return Checked
+
+
+@admin.register(DoubleOptInBatch)
+class DoubleOptInBatchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("marketing_list", "started_by", "created_at", "finished_at", "counts")

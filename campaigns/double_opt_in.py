@@ -18,7 +18,7 @@ from crm.models import EmailOptIn, Person
 
 from . import gateway
 from .emails import absolute_url, enqueue
-from .models import DoubleOptInRequest
+from .models import DoubleOptInBatch, DoubleOptInRequest
 from .optin import Actor, opt_in_change
 
 LINK_TTL = timedelta(days=7)
@@ -87,3 +87,36 @@ def double_opt_in_confirm(*, token: str, ip: str | None, user_agent: str | None)
             evidence={"message_id": request.message.message_id if request.message else "",
                       "request": request.pk},
             ip=ip, user_agent=user_agent)
+
+
+def double_opt_in_batch_start(*, marketing_list, user) -> DoubleOptInBatch:
+    """Queue sending the request to every member of a list (runs in the background)."""
+    from .tasks import send_double_opt_in_batch
+
+    batch = DoubleOptInBatch.objects.create(marketing_list=marketing_list, started_by=user)
+    transaction.on_commit(lambda: send_double_opt_in_batch.delay(batch.pk))
+    return batch
+
+
+def double_opt_in_batch_run(batch_id: int) -> dict:
+    """Send to each member not yet handled; skip (and count by reason) the opted-out, stopped,
+    erased, suppressed and already confirmed. Resumable: members already counted are skipped
+    by the per-request idempotency of earlier runs."""
+    batch = DoubleOptInBatch.objects.select_related("marketing_list").get(pk=batch_id)
+    counts: dict = {}
+    members = batch.marketing_list.members.order_by("pk").iterator(chunk_size=500)
+    for person in members:
+        already = DoubleOptInRequest.objects.filter(
+            person=person, source=f"batch:{batch.pk}").exists()
+        if already:
+            counts["sent"] = counts.get("sent", 0) + 1
+            continue
+        try:
+            double_opt_in_send(person=person, source=f"batch:{batch.pk}")
+            outcome = "sent"
+        except NotSent as refused:
+            outcome = getattr(refused, "reason", "already_confirmed")
+        counts[outcome] = counts.get(outcome, 0) + 1
+    DoubleOptInBatch.objects.filter(pk=batch.pk).update(counts=counts,
+                                                        finished_at=clock.now())
+    return counts

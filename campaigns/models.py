@@ -146,3 +146,22 @@ class WebForm(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class DoubleOptInBatch(models.Model):
+    """Sending the double opt-in request to a whole marketing list, in the background."""
+
+    marketing_list = models.ForeignKey("crm.MarketingList", on_delete=models.CASCADE,
+                                       related_name="+")
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    counts = models.JSONField(_("counts by reason"), default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = _("double opt-in batch")
+
+    def __str__(self):
+        return f"double opt-in to {self.marketing_list}"

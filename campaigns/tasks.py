@@ -28,3 +28,11 @@ def sweep_outbox() -> int:
         send_messages.delay(ids)
         swept += len(ids)
     return swept
+
+
+@shared_task(acks_late=True)
+def send_double_opt_in_batch(batch_id: int) -> dict:
+    """Email the double opt-in request to a marketing list (resumable: see the service)."""
+    from .double_opt_in import double_opt_in_batch_run
+
+    return double_opt_in_batch_run(batch_id)

@@ -19,7 +19,8 @@ STAFF_PERMISSIONS = {
     "crm.view_listmembership", "crm.add_listmembership", "crm.delete_listmembership",
     "crm.view_auditentry",
     "crm.view_importjob", "crm.add_importjob",
-    "campaigns.view_mailboxmessage",
+    "campaigns.view_mailboxmessage", "campaigns.view_emailmessage",
+    "campaigns.view_doubleoptinbatch",
     # Consents: see every answer, record one a person gave on paper, work with segments and the
     # report. Purposes, policy texts and consent settings stay with the Admins.
     "consents.view_consent", "consents.add_consent", "consents.view_consentevent",

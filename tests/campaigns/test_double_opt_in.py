@@ -84,3 +84,27 @@ def test_not_sent_to_opted_out_or_confirmed_people(staff_api):
 def test_random_tokens_are_refused(client, token):
     if token:
         assert client.get(f"/confirm/{token}/").status_code == 404
+
+
+def test_whole_list_gets_the_request_except_those_who_must_not(
+    staff_client, django_capture_on_commit_callbacks
+):
+    from campaigns.models import DoubleOptInBatch
+    from crm import services as crm_services
+    from tests.factories import MarketingListFactory
+
+    mlist = MarketingListFactory()
+    fresh, opted_out, stopped = PersonFactory(), PersonFactory(), PersonFactory()
+    confirmed = PersonFactory()
+    opt_in_change(person=opted_out, actor=Actor.CONTACT, verified_by=Verification.NONE)
+    crm_services.marketing_list_add(marketing_list=mlist, source="staff", person_ids=[
+        p.pk for p in (fresh, opted_out, stopped, confirmed)])
+    Person.objects.filter(pk=stopped.pk).update(processing_stopped_at=clock.now())
+    Person.objects.filter(pk=confirmed.pk).update(email_opt_in="double_opt_in")
+    with django_capture_on_commit_callbacks(execute=True):
+        staff_client.post("/admin/crm/marketinglist/", {
+            "action": "send_double_opt_in_to_list", "_selected_action": [mlist.pk]})
+    batch = DoubleOptInBatch.objects.get()
+    assert batch.counts == {"sent": 1, "opted_out_contact": 1, "processing_stopped": 1,
+                            "already_confirmed": 1}
+    assert [m.to for m in mail.outbox] == [[fresh.email]]

@@ -3,7 +3,7 @@ from django.contrib import admin as django_admin
 from django.core import mail
 from django.urls import reverse
 
-from campaigns.models import EmailMessage, MailboxMessage
+from campaigns.models import DoubleOptInBatch, EmailMessage, MailboxMessage
 from config import clock
 from consents.models import ConsentEvent, ConsentSettings
 from crm.models import AuditEntry, Contact, FieldType, Lead, Person
@@ -34,7 +34,7 @@ def test_every_admin_list_and_form_renders_for_an_admin(admin_client_):
     OrganisationFactory()
     MarketingListFactory()
     read_only = {MailboxMessage, AuditEntry, FieldAccessLog, ConsentEvent, ConsentSettings,
-                 EmailMessage}
+                 EmailMessage, DoubleOptInBatch}
     for model, _model_admin, info in admin_urls():
         response = admin_client_.get(reverse("admin:{}_{}_changelist".format(*info)),
                                      follow=True)
