@@ -25,6 +25,7 @@ from django.db.models import OuterRef, Q, Subquery
 
 from config import clock
 from consents.models import ConsentEvent
+from consents.selectors import consent_settings
 from crm.models import Person
 
 from . import gateway
@@ -144,6 +145,9 @@ def _fresh_decisions(rows) -> tuple[dict, dict]:
     # its first statement: REPEATABLE READ has to be. The decision and the proof it records then
     # come from the same data.
     snapshot = db.vendor == "postgresql" and not db.in_atomic_block
+    # Read (and on a fresh database create) the settings row first: inside the snapshot, a
+    # get_or_create that races another worker's cannot see the winner's row and fails.
+    consent_settings()
     with db.cursor() as cursor, transaction.atomic():
         if snapshot:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
