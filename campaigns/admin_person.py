@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
-from consents.models import Verification
+from consents.models import ConsentEvent, Verification
 from crm import extensions
 from crm.errors import ServiceError
 from crm.models import Contact, EmailOptIn, Lead, MarketingList, Person
@@ -51,6 +51,8 @@ def opt_in_view(model_admin, request, object_id):
         **model_admin.admin_site.each_context(request), "title": _("Email opt-in status"),
         "person": person, "form": form, "choices": choices, "back": back,
         "contact_opted_out": person.email_opt_in == EmailOptIn.OPT_OUT_CONTACT,
+        "history": ConsentEvent.objects.filter(person_id=person.pk, subject="email_opt_in")
+        .order_by("-seq")[:50],
         "opts": model_admin.model._meta,
     })
 
