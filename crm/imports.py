@@ -178,7 +178,7 @@ def import_job_create(*, upload, user=None, source: str, file_name: str = "") ->
         for seq, piece in enumerate(_upload_pieces(upload)):
             ImportFileBlock.objects.create(job=job, seq=seq, data=seal_value(
                 piece, subject_id=job.pk, context=FILE_CONTEXT))
-            job.file_size += len(piece)
+            job.file_size += len(piece.encode())
             yield piece
 
     records = _records(stored())
