@@ -52,6 +52,7 @@ class EmailMessageAdmin(ReadOnlyAdminMixin, _BodiesMixin, admin.ModelAdmin):
 @admin.register(MailboxMessage)
 class MailboxAdmin(_BodiesMixin, admin.ModelAdmin):
     list_display = ("created_at", "to", "subject", "from_email")
+    list_display_links = ("created_at", "subject")
     search_fields = ("to", "subject")
     date_hierarchy = "created_at"
     fields = ("created_at", "from_email", "to", "subject", "message_id", "text", "html")

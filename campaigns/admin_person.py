@@ -52,7 +52,7 @@ def opt_in_view(model_admin, request, object_id):
         "person": person, "form": form, "choices": choices, "back": back,
         "contact_opted_out": person.email_opt_in == EmailOptIn.OPT_OUT_CONTACT,
         "history": ConsentEvent.objects.filter(person_id=person.pk, subject="email_opt_in")
-        .order_by("-seq")[:50],
+        .order_by("-seq")[:50], "state_labels": dict(EmailOptIn.choices),
         "opts": model_admin.model._meta,
     })
 

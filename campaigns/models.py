@@ -162,6 +162,7 @@ class DoubleOptInBatch(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = _("double opt-in batch")
+        verbose_name_plural = _("double opt-in batches")
 
     def __str__(self):
         return f"double opt-in to {self.marketing_list}"

@@ -19,6 +19,7 @@ def _private(response):
     return response
 
 
+@csrf_exempt  # the single-use link is the key; a no-referrer page posts with `Origin: null`
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 def double_opt_in(request, token):

@@ -108,3 +108,16 @@ def test_whole_list_gets_the_request_except_those_who_must_not(
     assert batch.counts == {"sent": 1, "opted_out_contact": 1, "processing_stopped": 1,
                             "already_confirmed": 1}
     assert [m.to for m in mail.outbox] == [[fresh.email]]
+
+
+def test_confirmation_post_works_from_a_no_referrer_page_with_csrf_checks_on(
+    django_capture_on_commit_callbacks,
+):
+    from django.test import Client
+
+    person = PersonFactory()
+    link = send_and_get_link(person, django_capture_on_commit_callbacks)
+    browser = Client(enforce_csrf_checks=True)
+    response = browser.post("/" + link.split("/", 3)[3], HTTP_ORIGIN="null")
+    assert response.status_code == 200
+    assert Person.objects.get(pk=person.pk).email_opt_in == "double_opt_in"
