@@ -71,7 +71,7 @@ class Person(models.Model):
     kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices, default=Kind.LEAD)
     first_name = models.CharField(_("first name"), max_length=150, blank=True)
     last_name = models.CharField(_("last name"), max_length=150, blank=True)
-    email = models.EmailField(_("email"), max_length=254, blank=True, db_index=True)
+    email = models.EmailField(_("email"), max_length=254, blank=True)
     phone = models.CharField(_("phone"), max_length=40, blank=True)
     company = models.CharField(_("company"), max_length=200, blank=True)
     organisation = models.ForeignKey(
@@ -88,13 +88,13 @@ class Person(models.Model):
     # Sensitive identifiers: sealed at rest, masked everywhere, revealed only through a logged
     # reveal. The mask and blind-index columns come first (see EncryptedField).
     national_id_mask = models.CharField(_("national ID"), max_length=64, blank=True)
-    national_id_bidx = models.CharField(max_length=16, blank=True, db_index=True)
+    national_id_bidx = models.CharField(max_length=16, blank=True)
     national_id = EncryptedField(
         mask_rule="last:4", mask_field="national_id_mask", index_field="national_id_bidx",
         context="crm.person.national_id",
     )
     card_number_mask = models.CharField(_("card number"), max_length=64, blank=True)
-    card_number_bidx = models.CharField(max_length=16, blank=True, db_index=True)
+    card_number_bidx = models.CharField(max_length=16, blank=True)
     card_number = EncryptedField(
         mask_rule="last:4", mask_field="card_number_mask", index_field="card_number_bidx",
         context="crm.person.card_number",
@@ -128,6 +128,15 @@ class Person(models.Model):
         indexes = [
             models.Index(fields=["kind", "-created_at"], name="person_kind_created"),
             models.Index(fields=["stage"], name="person_stage"),
+            # Plain (no LIKE variant): batch lookups `email IN (…)` of imports and web forms.
+            # The partial unique index cannot serve a list of over 100 addresses.
+            models.Index(fields=["email"], name="person_email"),
+            # Exact-match search on full identifiers; partial, plain (no LIKE variant): every
+            # index slows the import's COPY, so each one here serves a real lookup.
+            models.Index(fields=["national_id_bidx"], name="person_national_id_bidx",
+                         condition=~Q(national_id_bidx="")),
+            models.Index(fields=["card_number_bidx"], name="person_card_number_bidx",
+                         condition=~Q(card_number_bidx="")),
             # Opt-in filters and counts read (state, id) from the index alone.
             models.Index(fields=["email_opt_in", "id"], name="person_opt_in_id"),
             models.Index(fields=["region"], name="person_region"),

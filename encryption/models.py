@@ -15,12 +15,14 @@ class DataKey(models.Model):
 
     subject_id = models.UUIDField(primary_key=True)
     key_id = models.CharField(max_length=32)
-    master_key_id = models.CharField(max_length=32, db_index=True)
+    master_key_id = models.CharField(max_length=32)
     wrapped = models.BinaryField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         verbose_name = _("data key")
+        # Rotation finds keys still under an old master key (plain index: no LIKE variant).
+        indexes = [models.Index(fields=["master_key_id"], name="datakey_master_key")]
 
     def __str__(self):
         return f"data key of {self.subject_id}"
