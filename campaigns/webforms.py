@@ -4,12 +4,12 @@ consents ticked, and sends the double opt-in request — all through the owning 
 import hashlib
 from dataclasses import dataclass
 
-from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext as _
 
 from config import clock
+from config.ratelimit import hit
 from consents import services as consent_services
 from consents.models import Source, Verification
 from crm import services as crm_services
@@ -54,12 +54,6 @@ def webform_save(*, form: WebForm) -> WebForm:
     return form
 
 
-def _hit(key: str, window: int) -> int:
-    bucket = f"{key}:{int(clock.now().timestamp()) // window}"
-    cache.add(bucket, 0, timeout=window * 2)
-    return cache.incr(bucket)
-
-
 def _ticked(value) -> bool:
     return str(value).strip().lower() in ("on", "true", "1", "yes")
 
@@ -71,7 +65,7 @@ def webform_submit(*, form: WebForm, data, ip: str | None, user_agent: str | Non
     filled, and a stopped record is not written at all. Ticking the marketing box is the
     contact's own fresh choice: it reopens an earlier opt-out and sends the double opt-in.
     """
-    if ip and _hit(f"webform-ip:{ip}", 60) > IP_LIMIT_PER_MINUTE:
+    if ip and hit(f"webform-ip:{ip}", 60) > IP_LIMIT_PER_MINUTE:
         raise RateLimited(_("Too many submissions; try again in a minute."))
     if str(data.get(HONEYPOT, "")).strip():
         return Submitted(person=None)  # a bot filled the hidden field: accept, do nothing
@@ -105,7 +99,7 @@ def webform_submit(*, form: WebForm, data, ip: str | None, user_agent: str | Non
                                    user_agent=user_agent)
             if person.email_opt_in != EmailOptIn.DOUBLE_OPT_IN:
                 address_key = hashlib.sha256(values["email"].encode()).hexdigest()
-                if _hit(f"doi-address:{address_key}", 3600) <= DOUBLE_OPT_IN_PER_ADDRESS_HOUR:
+                if hit(f"doi-address:{address_key}", 3600) <= DOUBLE_OPT_IN_PER_ADDRESS_HOUR:
                     try:
                         double_opt_in_send(person=person, source=Source.WEBFORM)
                         sent = True

@@ -8,11 +8,10 @@ import base64
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
 from django.core.mail import send_mail
 from django.utils.translation import gettext as _
 
-from config import clock
+from config.ratelimit import hit
 from encryption import access_log
 from encryption.values import open_value
 
@@ -65,12 +64,6 @@ def _sealed_value(person: Person, key: str) -> tuple[bytes, str] | None:
     return None
 
 
-def _count(key: str, window: int) -> int:
-    bucket = f"{key}:{int(clock.now().timestamp()) // window}"
-    cache.add(bucket, 0, timeout=window * 2)
-    return cache.incr(bucket)
-
-
 def _alert_admins(user, count: int) -> None:
     admins = get_user_model().objects.filter(groups__name=ADMINS, is_active=True)
     recipients = [a.email for a in admins if a.email]
@@ -103,12 +96,12 @@ def person_reveal(*, person: Person, field_key: str, user, reason: str, ip: str 
     sealed = _sealed_value(person, field_key)
     if sealed is None:
         raise NothingToReveal(_("No value is stored for this field."))
-    if _count(f"reveal-hour:{user.pk}", 3600) > settings.REVEAL_RATE_LIMIT_PER_HOUR:
+    if hit(f"reveal-hour:{user.pk}", 3600) > settings.REVEAL_RATE_LIMIT_PER_HOUR:
         raise RevealRateLimited(_("Too many reveals this hour; try again later."))
     roles = ", ".join(sorted(user.groups.values_list("name", flat=True)))
     access_log.append(user=user, role=roles, subject_id=person.pk, field=field_key,
                       reason=reason, ip=ip)
-    recent = _count(f"reveal-10min:{user.pk}", 600)
+    recent = hit(f"reveal-10min:{user.pk}", 600)
     if recent == settings.REVEAL_ALERT_THRESHOLD:
         _alert_admins(user, recent)
     blob, context = sealed
