@@ -31,6 +31,7 @@ from .models import (
     Organisation,
     Person,
 )
+from .paginator import CappedCountPaginator
 from .registry import (
     CORE_EDITABLE,
     ENCRYPTED_CORE,
@@ -244,6 +245,7 @@ class PersonAdmin(PersonImportExportMixin, admin.ModelAdmin):
     list_select_related = ("owner",)
     list_per_page = 50
     show_full_result_count = False
+    paginator = CappedCountPaginator
     ordering = ("-created_at",)
     actions = ("convert_to_contact", "assign_owner", "add_to_marketing_list", "export_csv")
     readonly_base = (

@@ -237,3 +237,16 @@ def test_staff_replaces_a_sensitive_value_and_blank_keeps_it(staff_client, staff
     assert Person.objects.get(pk=person.pk).card_number_mask == "••••••••••••1111"
     assert staff_client.post(url, {**form, "card_number": "5555 5555 5555 4444"}).status_code == 302
     assert Person.objects.get(pk=person.pk).card_number_mask == "••••••••••••4444"
+
+
+def test_people_list_counts_at_most_the_cap(staff_client, monkeypatch):
+    from crm.paginator import CappedCountPaginator
+
+    monkeypatch.setattr(CappedCountPaginator, "cap", 5)
+    PersonFactory.create_batch(7, kind="contact")
+    page = staff_client.get(reverse("admin:crm_contact_changelist")).content.decode()
+    assert "more than 5 contacts" in page
+    filtered = staff_client.get(reverse("admin:crm_contact_changelist"), {"q": "example"})
+    assert "more than 5 results" in filtered.content.decode()
+    PersonFactory.create_batch(1, kind="lead")
+    assert "1 lead" in staff_client.get(reverse("admin:crm_lead_changelist")).content.decode()
