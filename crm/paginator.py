@@ -1,13 +1,13 @@
 """The staff people lists count at most CAP matches: an exact count over a million people
 filtered by consent × opt-in costs hundreds of milliseconds, the capped one tens (see
-bench/consent_filter.py). Lists say "10,000+" past the cap; exact totals are in the report."""
+bench/consent_filter.py). Lists say "more than 2,000" past the cap; exact totals are in the report."""
 
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
 
 class CappedCountPaginator(Paginator):
-    cap = 10_000
+    cap = 2_000
 
     @cached_property
     def count(self):
