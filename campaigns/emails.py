@@ -89,9 +89,11 @@ def enqueue(*, person, kind: str, template: str, context: dict, idempotency_key:
     """
     if kind not in Kind.ALL:
         raise ValueError(f"Unknown message kind {kind!r}.")
-    existing = EmailMessage.objects.filter(idempotency_key=idempotency_key).first()
-    if existing is not None:
-        return existing
+    try:
+        # get(), not first(): first() sorts, and the planner may then walk a date index.
+        return EmailMessage.objects.get(idempotency_key=idempotency_key)
+    except EmailMessage.DoesNotExist:
+        pass
     headers = {**unsubscribe_headers(person, kind), **(headers or {})}
     rendered = render(template, {"person": person, **context})
     row = EmailMessage(

@@ -11,6 +11,7 @@ back in the queue: nothing is lost, and at most that one message goes twice.
 """
 
 import contextlib
+import json
 import logging
 import smtplib
 from collections import defaultdict
@@ -19,8 +20,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import DatabaseError, transaction
 from django.db import connection as db
-from django.db import transaction
 from django.db.models import OuterRef, Q, Subquery
 
 from config import clock
@@ -203,30 +204,56 @@ def _deliver(rows, people, lease: _Lease, result: BatchResult) -> None:
             _retry_later(row, "smtp_connect", result)
         return
     try:
-        for index, row in enumerate(rows):
-            lease.keep(rows[index:])
-            if row.pk in lease.lost:
-                continue
-            address, state, event = people[row.person_id]
-            try:
-                backend.send_messages([_build(row, address, backend)])
-            except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
-                outcome = classify(error)
-                logger.warning("outbox: message %s not sent (%s)", row.pk, outcome.reason)
-                if outcome.permanent:
-                    _fail(row, outcome.reason, result)
-                else:
-                    _retry_later(row, outcome.reason, result)
-                if outcome.connection_lost:
-                    _release(rows[index + 1:], result)
-                    return
-                continue
-            _mark_sent(row, address, state, event)
-            result.sent += 1
+        with db.cursor() as cursor, _commits_without_flush(cursor):
+            _send_each(rows, people, lease, result, backend, cursor)
     finally:
         # A connection that is already gone cannot be closed politely; all sent is marked.
         with contextlib.suppress(OSError):
             backend.close()
+
+
+@contextlib.contextmanager
+def _commits_without_flush(cursor):
+    """Per-message marks commit without waiting for the WAL flush (synchronous_commit off).
+
+    A disk flush per message costs more than handing the message to SMTP. The worker's crash
+    loses nothing this way (the commit is in PostgreSQL's hands); only a crash of PostgreSQL
+    itself can forget the last fraction of a second of marks, and those messages then go
+    again: a duplicate, never a loss.
+    """
+    postgres = db.vendor == "postgresql"
+    if postgres:
+        cursor.execute("SET synchronous_commit TO off")
+    try:
+        yield
+    finally:
+        if postgres:
+            with contextlib.suppress(DatabaseError):  # a broken connection resets itself
+                cursor.execute("RESET synchronous_commit")
+
+
+def _send_each(rows, people, lease: _Lease, result: BatchResult, backend, cursor) -> None:
+    for index, row in enumerate(rows):
+        lease.keep(rows[index:])
+        if row.pk in lease.lost:
+            continue
+        address, state, event = people[row.person_id]
+        try:
+            backend.send_messages([_build(row, address, backend)])
+        except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
+            outcome = classify(error)
+            logger.warning("outbox: message %s not sent (%s)", row.pk, outcome.reason)
+            if outcome.permanent:
+                _fail(row, outcome.reason, result)
+            else:
+                _retry_later(row, outcome.reason, result)
+            if outcome.connection_lost:
+                _release(rows[index + 1:], result)
+                return
+            continue
+        # Marked before the next hand-off: a crash re-sends at most this one message.
+        _mark_sent(cursor, row, address, state, event)
+        result.sent += 1
 
 
 def _build(row, address: str, backend) -> EmailMultiAlternatives:
@@ -240,12 +267,18 @@ def _build(row, address: str, backend) -> EmailMultiAlternatives:
     return message
 
 
-def _mark_sent(row, address: str, state: str, event) -> None:
+_MARK_SENT = (  # the table name is ours; every value is a parameter
+    f"UPDATE {EmailMessage._meta.db_table} SET status = %s, sent_at = %s, "  # noqa: S608
+    "to_address = %s, reason = '', lease_until = NULL, allowed_by = %s, updated_at = %s "
+    "WHERE id = %s")
+
+
+def _mark_sent(cursor, row, address: str, state: str, event) -> None:
+    # Once per message, between two hand-offs: plain SQL, as building the ORM's UPDATE cost
+    # more than running it.
     now = clock.now()
-    EmailMessage.objects.filter(pk=row.pk).update(
-        status=S.SENT, sent_at=now, to_address=address, reason="", lease_until=None,
-        allowed_by={"opt_in": state, "event": event, "reason": gateway.Reason.ELIGIBLE},
-        updated_at=now)
+    proof = json.dumps({"opt_in": state, "event": event, "reason": gateway.Reason.ELIGIBLE})
+    cursor.execute(_MARK_SENT, [S.SENT, now, address, proof, now, row.pk])
 
 
 def _fail(row, reason: str, result: BatchResult, *, attempts: int | None = None) -> None:
