@@ -92,11 +92,19 @@ def send_batch(message_ids) -> BatchResult:
     `retry_ids` for the caller (the task) to schedule.
     """
     result = BatchResult()
-    lease = _Lease.start()
-    rows = _claim(message_ids, lease)
-    if not rows:
-        return result
-    decisions, people = _fresh_decisions(rows)
+    with db.cursor() as cursor, _commits_without_flush(cursor):
+        lease = _Lease.start()
+        rows = _claim(message_ids, lease)
+        if rows:
+            decisions, people = _fresh_decisions(rows)
+            allowed = _suppress_blocked(rows, decisions, result)
+            if allowed:
+                _deliver(allowed, people, lease, result, cursor)
+    return result
+
+
+def _suppress_blocked(rows, decisions, result: BatchResult) -> list:
+    """Mark the rows the gateway blocks SUPPRESSED with its reason; return the others."""
     allowed, blocked = [], defaultdict(list)
     for row in rows:
         decision = decisions[row.pk]
@@ -110,9 +118,7 @@ def send_batch(message_ids) -> BatchResult:
         EmailMessage.objects.filter(pk__in=ids).update(
             status=S.SUPPRESSED, reason=reason, lease_until=None, updated_at=now)
         result.suppressed += len(ids)
-    if allowed:
-        _deliver(allowed, people, lease, result)
-    return result
+    return allowed
 
 
 def _claimable(now) -> Q:
@@ -192,7 +198,7 @@ class _Lease:
         self.until = until
 
 
-def _deliver(rows, people, lease: _Lease, result: BatchResult) -> None:
+def _deliver(rows, people, lease: _Lease, result: BatchResult, cursor) -> None:
     """Hand each row to SMTP over one connection (timeouts: EMAIL_TIMEOUT), marking it at once."""
     backend = get_connection(fail_silently=False)
     try:
@@ -204,8 +210,7 @@ def _deliver(rows, people, lease: _Lease, result: BatchResult) -> None:
             _retry_later(row, "smtp_connect", result)
         return
     try:
-        with db.cursor() as cursor, _commits_without_flush(cursor):
-            _send_each(rows, people, lease, result, backend, cursor)
+        _send_each(rows, people, lease, result, backend, cursor)
     finally:
         # A connection that is already gone cannot be closed politely; all sent is marked.
         with contextlib.suppress(OSError):
@@ -214,12 +219,12 @@ def _deliver(rows, people, lease: _Lease, result: BatchResult) -> None:
 
 @contextlib.contextmanager
 def _commits_without_flush(cursor):
-    """Per-message marks commit without waiting for the WAL flush (synchronous_commit off).
+    """The batch's writes commit without waiting for the WAL flush (synchronous_commit off).
 
-    A disk flush per message costs more than handing the message to SMTP. The worker's crash
+    A disk flush per message costs more than handing the message to SMTP. A killed worker
     loses nothing this way (the commit is in PostgreSQL's hands); only a crash of PostgreSQL
-    itself can forget the last fraction of a second of marks, and those messages then go
-    again: a duplicate, never a loss.
+    itself can forget the last fraction of a second of claims and marks, and those messages then
+    go again: a duplicate, never a loss.
     """
     postgres = db.vendor == "postgresql"
     if postgres:
