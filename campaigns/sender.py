@@ -148,13 +148,13 @@ def _fresh_decisions(rows) -> tuple[dict, dict]:
     everyone = set().union(*by_kind.values())
     last_event = (ConsentEvent.objects.filter(person_id=OuterRef("pk"), subject="email_opt_in")
                   .order_by("-seq").values("pk")[:1])
-    # The cursor is created outside the transaction so a due connection health check cannot be
-    # its first statement: REPEATABLE READ has to be. The decision and the proof it records then
-    # come from the same data.
-    snapshot = db.vendor == "postgresql" and not db.in_atomic_block
     # Read (and on a fresh database create) the settings row first: inside the snapshot, a
     # get_or_create that races another worker's cannot see the winner's row and fails.
     consent_settings()
+    # One snapshot, so the decision and the proof it records come from the same data. The
+    # cursor is created outside the transaction so that a due connection health check cannot be
+    # its first statement: SET TRANSACTION has to be.
+    snapshot = db.vendor == "postgresql" and not db.in_atomic_block
     with db.cursor() as cursor, transaction.atomic():
         if snapshot:
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
