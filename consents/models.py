@@ -210,3 +210,35 @@ class Segment(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class PortalSettings(models.Model):
+    """The admins' preference-page settings (one row). Read through
+    `consents.selectors.portal_settings()`; written by `consents.services.portal_settings_update`.
+
+    It lives here, below campaigns, because the mail layer appends `email_footer` to staff email
+    and the rules are consent rules; the pages themselves are preferences_portal's.
+    """
+
+    enabled = models.BooleanField(_("preference page enabled"), default=False)
+    # Empty rule: everyone. A person outside it sees only the email preferences.
+    access_rule = models.JSONField(_("who may use the full page (rule)"), default=dict, blank=True)
+    # Empty rule: nobody. People it admits are told of page access and of new consent requests.
+    notification_rule = models.JSONField(_("who is notified (rule)"), default=dict, blank=True)
+    email_footer = models.TextField(
+        _("footer of staff email"), blank=True,
+        help_text=_("Appended to email staff send; {link} becomes the person's own page link."),
+    )
+    confirmation_hours = models.PositiveIntegerField(
+        _("hours a confirmation link stays valid"), default=48)
+    # Off (None) by default: deleting people is a decision the controller must take knowingly.
+    unconfirmed_lead_retention_months = models.PositiveIntegerField(
+        _("delete leads who never confirmed double opt-in after (months)"), null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("preference page settings")
+        verbose_name_plural = _("preference page settings")
+
+    def __str__(self):
+        return str(self._meta.verbose_name)

@@ -52,3 +52,11 @@ def consent_report():
     return {"total": total, "purposes": purposes,
             "opt_in": [(value, label, opt_in.get(value, 0)) for value, label in
                        EmailOptIn.choices]}
+
+
+def portal_settings():
+    """The single preference-page settings row (created with defaults on first read)."""
+    from .models import PortalSettings
+
+    row, _created = PortalSettings.objects.get_or_create(pk=1)
+    return row
