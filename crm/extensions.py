@@ -26,3 +26,16 @@ settings_sections: dict[str, SettingsSection] = {}
 
 # fn(request, person) -> (label, url) | None: buttons on the staff person page (opt-in, …)
 person_links: list[Callable] = []
+
+# The rights (DESIGN: "crm defines the interface and each app that stores personal data
+# registers its eraser and its exporter"). Each is a function of the person id, called by
+# crm.rights inside the erasing / exporting transaction.
+# name -> fn(person_id) -> None: delete or blank what the app holds about the person
+erasers: dict[str, Callable] = {}
+# name -> fn(person_id) -> JSON-able (list of dicts, or a dict): "Download my data"
+exporters: dict[str, Callable] = {}
+# event -> fn(person_id) -> None: tell the contact about a rights event (e.g. "processing_resumed"
+# emails them before the lift commits). Registered by the mail layer.
+rights_notifiers: dict[str, Callable] = {}
+# name -> fn(person_id) -> list of {"name", "since", "what"}: partners that received their data
+data_recipients: dict[str, Callable] = {}

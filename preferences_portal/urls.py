@@ -5,4 +5,5 @@ from . import views
 urlpatterns = [
     path("confirm/<str:token>/", views.double_opt_in, name="double-opt-in-confirm"),
     path("u/<str:token>/", views.one_click_unsubscribe, name="one-click-unsubscribe"),
+    path("p/<str:token>/", views.preference_page, name="preference-page"),
 ]

@@ -58,3 +58,13 @@ def one_click_unsubscribe(request, token):
                   ip=request.META.get("REMOTE_ADDR"),
                   user_agent=request.META.get("HTTP_USER_AGENT"))
     return _private(render(request, "preferences_portal/unsubscribed.html"))
+
+
+@never_cache
+@require_http_methods(["GET", "HEAD"])
+def preference_page(request, token):
+    """The contact's own page (token purpose "portal"); built out by the preference-page work."""
+    person = person_for_token(token, purpose="portal")
+    if person is None:
+        return _private(render(request, "preferences_portal/link_invalid.html", status=404))
+    return _private(render(request, "preferences_portal/unsubscribe.html"))
