@@ -24,7 +24,11 @@ class Kind:
     REPLY = "reply"
     SYSTEM = "system"
     DOUBLE_OPT_IN = "double_opt_in"  # the confirmation request itself
-    ALL = (CAMPAIGN, AUTORESPONDER, WORKFLOW, ADHOC, REPLY, SYSTEM, DOUBLE_OPT_IN)
+    # An invitation to the preference page (page enabled, a new purpose, a re-permission
+    # request, staff sending one person their link): unsolicited, so every opt-out blocks it,
+    # but it is not marketing, so the opt-in acceptance level does not.
+    PORTAL_INVITE = "portal_invite"
+    ALL = (CAMPAIGN, AUTORESPONDER, WORKFLOW, ADHOC, REPLY, SYSTEM, DOUBLE_OPT_IN, PORTAL_INVITE)
 
 
 class Reason:
@@ -41,7 +45,7 @@ class Reason:
 # Which checks apply to which kind. Replies to the contact's own message and system mail that
 # serves their rights (confirming a change they made) go despite opt-out and stop-processing.
 OPT_OUT_APPLIES = {Kind.CAMPAIGN, Kind.AUTORESPONDER, Kind.WORKFLOW, Kind.ADHOC,
-                   Kind.DOUBLE_OPT_IN}
+                   Kind.DOUBLE_OPT_IN, Kind.PORTAL_INVITE}
 STOP_APPLIES = OPT_OUT_APPLIES
 SUPPRESSION_APPLIES = OPT_OUT_APPLIES
 ACCEPTANCE_APPLIES = {Kind.CAMPAIGN, Kind.WORKFLOW}

@@ -20,7 +20,7 @@ def expected(state, kind, accepted, stopped, erased, suppressed):
     if erased:
         return Reason.ERASED
     marketing_like = kind in (Kind.CAMPAIGN, Kind.AUTORESPONDER, Kind.WORKFLOW, Kind.ADHOC,
-                              Kind.DOUBLE_OPT_IN)
+                              Kind.DOUBLE_OPT_IN, Kind.PORTAL_INVITE)
     if suppressed and marketing_like:
         return Reason.SUPPRESSED
     if stopped and marketing_like:
@@ -91,3 +91,16 @@ def test_explain_endpoint_answers_for_email(staff_api):
     assert body["email"]["campaign"] == {"allowed": False, "reason": "opt_in_below_accepted"}
     assert body["email"]["adhoc"] == {"allowed": True, "reason": "eligible"}
     assert body["email"]["system"] == {"allowed": True, "reason": "eligible"}
+    assert body["email"]["portal_invite"] == {"allowed": True, "reason": "eligible"}
+
+
+def test_portal_invite_ignores_the_acceptance_level_but_not_opt_outs():
+    # An invitation to the preference page is unsolicited mail, not marketing: people who never
+    # opted in are invited, people who opted out (either way) are not.
+    for state, reason in [("none", Reason.ELIGIBLE), ("single_opt_in_webform", Reason.ELIGIBLE),
+                          ("opt_out_user", Reason.OPTED_OUT_USER),
+                          ("opt_out_contact", Reason.OPTED_OUT_CONTACT)]:
+        person = Person(email="a@example.org", email_opt_in=state)
+        for accepted in OptInAccepted.values:
+            assert gateway.decide(person, Kind.PORTAL_INVITE,
+                                  accepted=accepted).reason == reason, (state, accepted)
