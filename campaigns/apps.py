@@ -17,3 +17,10 @@ class CampaignsConfig(AppConfig):
         from .admin_person import extend_person_admins
 
         extend_person_admins()
+        # The rights (crm.rights): erase and export stored messages; tell the contact when a
+        # stop of processing is lifted (before it lifts, in the same transaction).
+        from . import rights
+
+        extensions.erasers["campaigns"] = rights.erase
+        extensions.exporters["email"] = rights.export
+        extensions.rights_notifiers["processing_resumed"] = rights.notify_processing_resumed

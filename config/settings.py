@@ -129,6 +129,8 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE: dict = {
     "expire-consents": {"task": "consents.tasks.expire_consents", "schedule": 3600.0},
     "sweep-outbox": {"task": "campaigns.tasks.sweep_outbox", "schedule": 30.0},
+    "retention-unconfirmed-leads": {"task": "crm.tasks.delete_unconfirmed_leads",
+                                    "schedule": 86400.0},
 }
 CELERY_TIMEZONE = "UTC"
 

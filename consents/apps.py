@@ -21,3 +21,10 @@ class ConsentsConfig(AppConfig):
         extensions.settings_sections["tracking"] = extensions.SettingsSection(
             read=api.read_tracking_settings, update=api.update_tracking_settings,
             permission="consents.change_consentsettings")
+        # The rights (crm.rights): "Download my data" includes consent history; retention reads
+        # the admins' setting. Nothing is erased here: the ledger is PII-free (consents/rights.py).
+        from . import rights
+
+        extensions.exporters["consents"] = rights.export
+        extensions.rights_settings["unconfirmed_lead_retention_months"] = (
+            rights.unconfirmed_lead_retention_months)

@@ -39,3 +39,6 @@ exporters: dict[str, Callable] = {}
 rights_notifiers: dict[str, Callable] = {}
 # name -> fn(person_id) -> list of {"name", "since", "what"}: partners that received their data
 data_recipients: dict[str, Callable] = {}
+# name -> fn() -> value: settings crm's own periodic tasks need but that higher apps own
+# ("unconfirmed_lead_retention_months" -> int | None, registered by consents).
+rights_settings: dict[str, Callable] = {}

@@ -155,7 +155,13 @@ class Person(models.Model):
                 fields=["email"], condition=~Q(email=""), name="person_email_unique"
             ),
         ]
-        permissions = [("convert_lead", "Can convert a lead to a contact")]
+        permissions = [
+            ("convert_lead", "Can convert a lead to a contact"),
+            # Dedicated, Admins only (crm/roles.py): lifting a restriction the person asked for
+            # (GDPR Art. 18) and erasing a record are never part of ordinary editing.
+            ("lift_processing_stop", "Can lift a stop of processing (with a recorded reason)"),
+            ("erase_person", "Can erase a person's personal data"),
+        ]
 
     def __str__(self):
         return self.full_name or self.email or str(self.id)
@@ -374,3 +380,56 @@ class SuppressedAddress(models.Model):
 
     def __str__(self):
         return f"{self.reason}:{self.address_hash[:12]}"
+
+
+class RightsRequest(models.Model):
+    """The register of data-subject requests (access, erasure, restriction) and their deadline.
+
+    Written only by `crm/rights.py`. `person` is SET_NULL and `person_ref` keeps the id, so the
+    register outlives "Delete record". Notes are free text staff may write: erasure blanks them.
+    """
+
+    class Kind(models.TextChoices):
+        ACCESS = "access", _("Access (Art. 15)")
+        ERASURE = "erasure", _("Erasure (Art. 17)")
+        RESTRICTION = "restriction", _("Stop processing (Art. 18)")
+
+    class State(models.TextChoices):
+        OPEN = "open", _("Open")
+        DONE = "done", _("Done")
+        REFUSED = "refused", _("Refused")
+
+    person = models.ForeignKey(
+        Person, verbose_name=_("person"), null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="rights_requests",
+    )
+    person_ref = models.UUIDField(_("person id"), db_index=True)
+    kind = models.CharField(_("request"), max_length=16, choices=Kind.choices)
+    source = models.CharField(_("via"), max_length=20)
+    state = models.CharField(_("state"), max_length=10, choices=State.choices,
+                             default=State.OPEN)
+    received_at = models.DateTimeField(_("received"))
+    # GDPR Art. 12(3): answer within one month of receipt.
+    due_at = models.DateTimeField(_("due"))
+    handled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("handled by"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+    )
+    handled_at = models.DateTimeField(_("handled"), null=True, blank=True)
+    note = models.TextField(_("note"), blank=True)
+    # Restriction only: when and why it was lifted (by the contact, or an admin with a reason).
+    lifted_at = models.DateTimeField(_("lifted"), null=True, blank=True)
+    lifted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("lifted by"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+    )
+    lift_reason = models.TextField(_("reason for lifting"), blank=True)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        verbose_name = _("rights request")
+        verbose_name_plural = _("rights requests")
+        indexes = [models.Index(fields=["state", "due_at"], name="rights_request_state_due")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} ({self.get_state_display()})"

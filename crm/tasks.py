@@ -26,3 +26,19 @@ def run_import(self, job_id: str) -> None:
             imports.import_job_fail(job_id=job_id, error=error)
             raise
         raise self.retry(countdown=5 * 2**self.request.retries) from error
+
+
+@shared_task(acks_late=True)
+def delete_unconfirmed_leads(batch_size: int = 500) -> int:
+    """Retention: delete leads who never confirmed double opt-in after the admins' number of
+    months (off unless set). The setting is consents' (crm never imports it): read through the
+    function consents registered in crm.extensions.rights_settings. Re-queues while a full
+    batch was deleted."""
+    from . import extensions, rights
+
+    setting = extensions.rights_settings.get("unconfirmed_lead_retention_months")
+    deleted = rights.retention_delete_unconfirmed_leads(
+        months=setting() if setting else None, limit=batch_size)
+    if deleted == batch_size:
+        delete_unconfirmed_leads.delay(batch_size)
+    return deleted

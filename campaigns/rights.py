@@ -1,0 +1,77 @@
+"""What campaigns holds about a person, for the rights crm runs (crm.rights): erase it, export
+it, and tell the contact about a rights event. Registered in CampaignsConfig.ready()."""
+
+import re
+
+from django.db.models import Q
+from django.urls import reverse
+
+from config import clock
+from crm.models import Person
+
+from .emails import absolute_url, enqueue
+from .gateway import Kind
+from .models import DoubleOptInRequest, EmailMessage, InboundMessage, MailboxMessage
+
+
+def _address_pattern(email: str) -> str:
+    # One address of the `to` list ("a@x, b@y"), not a longer address that contains it.
+    return r"(^|[\s,<])" + re.escape(email) + r"($|[\s,>])"
+
+
+def erase(person_id) -> None:
+    """Delete or blank every stored message to or from the person.
+
+    The outbox rows stay as a PII-free mail log (kind, status, dates, reason): their address,
+    subject, bodies and headers are blanked. A row still queued is suppressed by the gateway's
+    re-check before sending (the person is erased or gone). Inbound messages, double opt-in
+    requests and the development mailbox's copies are deleted.
+    """
+    email = Person.objects.filter(pk=person_id).values_list("email", flat=True).first() or ""
+    mine = Q(person_id=person_id)
+    if email:
+        # Rows of an earlier, deleted record of the same address keep it too.
+        mine |= Q(to_address__iexact=email)
+    message_ids = list(EmailMessage.objects.filter(mine).values_list("message_id", flat=True))
+    message_ids += list(InboundMessage.objects.filter(person_id=person_id)
+                        .values_list("message_id", flat=True))
+    mailbox = Q(message_id__in=[m for m in message_ids if m])
+    if email:
+        mailbox |= Q(to__iregex=_address_pattern(email)) | Q(from_email__iexact=email)
+    MailboxMessage.objects.filter(mailbox).delete()
+    EmailMessage.objects.filter(mine).update(
+        to_address="", subject="", body_text="", body_html="", headers={},
+        updated_at=clock.now())
+    InboundMessage.objects.filter(person_id=person_id).delete()
+    DoubleOptInRequest.objects.filter(person_id=person_id).delete()
+
+
+def export(person_id) -> dict:
+    """The emails we sent (or held back) and the messages the person sent us."""
+    sent = EmailMessage.objects.filter(person_id=person_id).order_by("created_at", "id")
+    inbound = InboundMessage.objects.filter(person_id=person_id).order_by("received_at", "id")
+    return {
+        "emails": [
+            {"kind": m.kind, "status": m.status, "reason": m.reason, "subject": m.subject,
+             "created_at": m.created_at.isoformat(),
+             "sent_at": m.sent_at.isoformat() if m.sent_at else None}
+            for m in sent
+        ],
+        "messages_received": [
+            {"subject": m.subject, "text": m.body_text, "received_at": m.received_at.isoformat()}
+            for m in inbound
+        ],
+    }
+
+
+def notify_processing_resumed(person_id) -> None:
+    """Tell the contact that processing of their data resumes. System mail: it serves their
+    rights, so the gateway lets it through despite the stop (and an opt-out)."""
+    from crm.tokens import make_token
+
+    person = Person.objects.get(pk=person_id)
+    now = clock.now()
+    page = absolute_url(reverse("preference-page", args=[make_token(person, purpose="portal")]))
+    enqueue(person=person, kind=Kind.SYSTEM, template="processing_resumed",
+            context={"resumed_at": now, "page_url": page},
+            idempotency_key=f"processing-resumed:{person.pk}:{now.isoformat()}")

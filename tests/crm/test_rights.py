@@ -1,0 +1,253 @@
+"""The data-subject rights on every write path: services, staff admin, API, import."""
+
+import io
+from datetime import UTC, datetime
+
+import pytest
+from django.contrib.auth.models import Permission
+from django.db import transaction
+from django.urls import reverse
+
+from campaigns.gateway import Kind as MailKind
+from campaigns.models import EmailMessage
+from config import clock
+from crm import extensions, imports, rights, services
+from crm.errors import ProcessingStopped, ServiceError
+from crm.models import AuditEntry, Person, RightsRequest
+from crm.roles import STAFF_PERMISSIONS
+from tests.factories import AdminUserFactory, PersonFactory, StaffUserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def stop(person, **kwargs):
+    return rights.processing_stop(person=person, source=services.Source.PORTAL, **kwargs)
+
+
+# -- the register's deadline ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("received", "due"), [
+    (datetime(2026, 1, 15, 9, 30, tzinfo=UTC), datetime(2026, 2, 15, 9, 30, tzinfo=UTC)),
+    (datetime(2026, 1, 31, 12, 0, tzinfo=UTC), datetime(2026, 2, 28, 12, 0, tzinfo=UTC)),
+    (datetime(2028, 1, 31, 12, 0, tzinfo=UTC), datetime(2028, 2, 29, 12, 0, tzinfo=UTC)),
+    (datetime(2026, 12, 20, 8, 0, tzinfo=UTC), datetime(2027, 1, 20, 8, 0, tzinfo=UTC)),
+    (datetime(2026, 3, 31, 8, 0, tzinfo=UTC), datetime(2026, 4, 30, 8, 0, tzinfo=UTC)),
+])
+def test_a_request_is_due_one_calendar_month_after_receipt(received, due):
+    person = PersonFactory()
+    with clock.frozen(received):
+        request = rights.rights_request_record(person=person, kind="access", source="portal")
+    assert (request.received_at, request.due_at, request.state) == (received, due, "open")
+
+
+def test_a_repeated_request_while_one_is_open_is_the_same_request():
+    person = PersonFactory()
+    first = rights.rights_request_record(person=person, kind="access", source="portal")
+    assert rights.rights_request_record(person=person, kind="access", source="portal") == first
+    rights.rights_request_close(request=first)
+    assert rights.rights_request_record(person=person, kind="access", source="portal") != first
+
+
+def test_unknown_kind_is_a_field_error():
+    with pytest.raises(ServiceError) as error:
+        rights.rights_request_record(person=PersonFactory(), kind="rectify", source="staff")
+    assert error.value.field == "kind"
+
+
+def test_refusing_a_request_needs_a_note_and_records_who():
+    admin = AdminUserFactory()
+    request = rights.rights_request_record(person=PersonFactory(), kind="access", source="staff")
+    with pytest.raises(ServiceError):
+        rights.rights_request_close(request=request, actor=admin, state="refused")
+    closed = rights.rights_request_close(request=request, actor=admin, state="refused",
+                                         note="Identity could not be verified")
+    assert (closed.state, closed.handled_by, closed.handled_at is not None) == (
+        "refused", admin, True)
+
+
+def test_the_register_outlives_the_deleted_record():
+    person = PersonFactory()
+    request = rights.rights_request_record(person=person, kind="access", source="portal")
+    rights.person_delete_record(person=person, source="staff")
+    request.refresh_from_db()
+    assert request.person is None and request.person_ref == person.pk
+
+
+# -- stop processing ------------------------------------------------------------------------------
+
+def test_stop_locks_the_record_registers_the_restriction_and_audits_names_only():
+    person = PersonFactory()
+    stopped = stop(person, note="asked by phone")
+    assert stopped.processing_stopped_at is not None
+    request = RightsRequest.objects.get(person_ref=person.pk)
+    assert (request.kind, request.state, request.source) == ("restriction", "done", "portal")
+    entry = AuditEntry.objects.filter(person_id=person.pk).first()
+    assert (entry.action, entry.fields) == ("processing_stop", ["processing_stopped_at"])
+    with pytest.raises(ProcessingStopped):
+        services.person_update(person=person, data={"first_name": "X"}, source="staff")
+
+
+def test_stop_is_idempotent():
+    person = PersonFactory()
+    first = stop(person).processing_stopped_at
+    assert stop(person).processing_stopped_at == first
+    assert RightsRequest.objects.filter(person_ref=person.pk).count() == 1
+
+
+def test_the_contact_lifts_their_own_stop_without_a_reason():
+    person = PersonFactory()
+    stop(person)
+    resumed = rights.processing_resume(person=person, source="portal")
+    assert resumed.processing_stopped_at is None
+    request = RightsRequest.objects.get(person_ref=person.pk)
+    assert request.lifted_at is not None and request.lifted_by is None
+
+
+def test_staff_without_the_dedicated_permission_cannot_lift():
+    person = PersonFactory()
+    stop(person)
+    staff = StaffUserFactory()
+    assert "crm.lift_processing_stop" not in STAFF_PERMISSIONS
+    with pytest.raises(rights.RightsPermissionDenied) as error:
+        rights.processing_resume(person=person, source="staff", actor=staff, reason="x")
+    assert error.value.status_code == 403
+    person.refresh_from_db()
+    assert person.processing_stopped_at is not None
+
+
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_an_admin_lift_needs_a_reason(reason):
+    person = PersonFactory()
+    stop(person)
+    with pytest.raises(ServiceError) as error:
+        rights.processing_resume(person=person, source="staff", actor=AdminUserFactory(),
+                                 reason=reason)
+    assert error.value.field == "reason"
+    person.refresh_from_db()
+    assert person.processing_stopped_at is not None
+
+
+def test_an_admin_lift_records_who_and_why_and_tells_the_contact_in_the_same_commit():
+    person = PersonFactory()
+    stop(person)
+    admin = AdminUserFactory()
+    resumed = rights.processing_resume(person=person, source="staff", actor=admin,
+                                       reason="Dispute settled, see ticket 42")
+    assert resumed.processing_stopped_at is None
+    request = RightsRequest.objects.get(person_ref=person.pk)
+    assert (request.lifted_by, request.lift_reason) == (admin, "Dispute settled, see ticket 42")
+    told = EmailMessage.objects.get(person=person, template="processing_resumed")
+    assert told.kind == MailKind.SYSTEM and told.to_address == person.email
+
+
+def test_the_contact_is_told_before_the_lift_commits(monkeypatch):
+    """If telling the contact fails, the record stays stopped (one transaction)."""
+    person = PersonFactory()
+    stop(person)
+
+    def broken(person_id):
+        raise RuntimeError("mail layer down")
+
+    monkeypatch.setitem(extensions.rights_notifiers, "processing_resumed", broken)
+    with pytest.raises(RuntimeError):
+        rights.processing_resume(person=person, source="portal")
+    person.refresh_from_db()
+    assert person.processing_stopped_at is not None
+
+
+def test_the_notice_is_written_while_the_record_is_still_stopped(monkeypatch):
+    person = PersonFactory()
+    stop(person)
+    seen = []
+    real = extensions.rights_notifiers["processing_resumed"]
+
+    def spy(person_id):
+        seen.append(Person.objects.get(pk=person_id).processing_stopped_at is not None)
+        real(person_id)
+        seen.append(EmailMessage.objects.filter(person_id=person_id, kind="system").exists())
+
+    monkeypatch.setitem(extensions.rights_notifiers, "processing_resumed", spy)
+    rights.processing_resume(person=person, source="portal")
+    assert seen == [True, True]
+
+
+def test_import_skips_a_stopped_record():
+    person = PersonFactory(email="stopped@example.org", first_name="Old")
+    stop(person)
+    job = imports.import_job_create(
+        upload=io.BytesIO(b"first_name,email\nNew,stopped@example.org\n"), user=None,
+        source=services.Source.STAFF, file_name="people.csv")
+    imports.import_job_set_mapping(job=job, mapping=None)
+    imports.import_job_start(job=job)
+    job = imports.import_job_run(job.pk)
+    assert (job.stopped_count, job.created_count) == (1, 0)
+    person.refresh_from_db()
+    assert person.first_name == "Old"
+
+
+# -- erasure --------------------------------------------------------------------------------------
+
+def test_erasure_request_flags_the_record_and_opens_a_request():
+    person = PersonFactory()
+    request = rights.erasure_request(person=person, source="portal")
+    person.refresh_from_db()
+    assert person.erasure_requested_at is not None
+    assert (request.kind, request.state) == ("erasure", "open")
+    assert list(Person.objects.filter(erasure_requested_at__isnull=False)) == [person]
+
+
+def test_erase_leaves_a_tombstone_suppresses_the_address_and_closes_the_request():
+    person = PersonFactory(email="gone@example.org")
+    version = person.portal_key_version
+    rights.erasure_request(person=person, source="portal")
+    admin = AdminUserFactory()
+    erased = rights.person_erase(person=person, source="staff", actor=admin)
+    assert erased.erased_at is not None and erased.email == "" and erased.first_name == ""
+    assert erased.portal_key_version == version + 1
+    from crm.models import SuppressedAddress
+
+    assert SuppressedAddress.objects.filter(
+        address_hash=services.address_hash("gone@example.org")).exists()
+    request = RightsRequest.objects.get(person_ref=person.pk)
+    assert (request.state, request.handled_by) == ("done", admin)
+
+
+def test_erase_works_on_a_stopped_record():
+    person = PersonFactory()
+    stop(person)
+    assert rights.person_erase(person=person, source="staff").erased_at is not None
+
+
+# -- export ---------------------------------------------------------------------------------------
+
+def test_export_holds_every_section_and_decrypts_for_the_contact():
+    person = PersonFactory(national_id="AB123456", card_number="4111 1111 1111 1111")
+    data = rights.person_export(person=person)
+    assert data["person"]["national_id"] == "AB123456"
+    assert data["person"]["card_number"] == "4111111111111111"
+    assert data["person"]["email"] == person.email
+    assert {"consents", "email", "history", "rights_requests"} <= set(data)
+
+
+def test_export_csv_neutralises_formulas():
+    person = PersonFactory(first_name="=HYPERLINK(\"http://evil\")")
+    text = rights.person_export_csv(person=person)
+    assert "'=HYPERLINK" in text
+    assert text.splitlines()[0].lstrip("\ufeff") == "section,field,value"
+
+
+def test_rights_permissions_are_admins_only():
+    admin, staff = AdminUserFactory(), StaffUserFactory()
+    for perm in ("crm.lift_processing_stop", "crm.erase_person", "crm.view_rightsrequest"):
+        assert admin.has_perm(perm)
+        assert not staff.has_perm(perm)
+    assert Permission.objects.filter(codename="lift_processing_stop").exists()
+
+
+def test_changing_nothing_on_commit_hooks():
+    # The notifier's email dispatch waits for the commit (no send inside the transaction).
+    person = PersonFactory()
+    stop(person)
+    with transaction.atomic():
+        rights.processing_resume(person=person, source="portal")
+    assert EmailMessage.objects.filter(person=person, kind="system").count() == 1
