@@ -10,7 +10,7 @@ from rest_framework.response import Response
 
 from config.permissions import ModelPermissions
 
-from . import exports, imports, selectors, services
+from . import exports, imports, rights, selectors, services
 from .models import EmailOptIn, ImportJob, Kind, Person
 from .registry import CORE_EDITABLE, display_custom
 from .reveal import person_reveal
@@ -79,6 +79,16 @@ class PersonSerializer(serializers.ModelSerializer):
         return data
 
 
+class StopSerializer(serializers.Serializer):
+    note = serializers.CharField(max_length=1000, required=False, allow_blank=True,
+                                 help_text="How the person asked (kept in the requests register).")
+
+
+class ResumeSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=1000, help_text="Why processing may resume (recorded; the person is told).")
+
+
 class CSVRenderer(renderers.BaseRenderer):
     """Lets `Accept: text/csv` reach the export (which streams its own response); anything else
     rendered here, such as a 400, is JSON."""
@@ -130,8 +140,62 @@ class PersonViewSet(viewsets.ModelViewSet):
         )
 
     def perform_destroy(self, instance):
-        services.person_delete(person=instance, actor=self.request.user,
-                               source=services.Source.API)
+        # "Delete record": every app forgets the person too (crm.rights), not just the row.
+        rights.person_delete_record(person=instance, actor=self.request.user,
+                                    source=services.Source.API)
+
+    def _rights_write(self, request, permission: str):
+        person = self.get_object()  # unknown or foreign id: 404 before any permission talk
+        if not request.user.has_perm(permission):
+            self.permission_denied(request)
+        return person
+
+    @extend_schema(request=None, responses=PersonSerializer)
+    @action(detail=True, methods=["post"])
+    def erase(self, request, pk=None):
+        """Erase the person's personal data (GDPR Art. 17) and answer with the tombstone.
+        Needs `crm.erase_person` (Admins). The address's keyed hash stays on the suppression
+        list; the consent ledger stays (it holds no personal data)."""
+        person = self._rights_write(request, rights.ERASE_PERMISSION)
+        erased = rights.person_erase(person=person, actor=request.user,
+                                     source=services.Source.API)
+        return Response(self.get_serializer(erased).data, status=status.HTTP_200_OK)
+
+    @extend_schema(request=None, responses=PersonSerializer)
+    @action(detail=True, methods=["post"], url_path="erasure-request")
+    def erasure_request(self, request, pk=None):
+        """Record the person's request to be erased (sets `erasure_requested_at`, opens a
+        request due in one month)."""
+        person = self._rights_write(request, "crm.change_person")
+        rights.erasure_request(person=person, actor=request.user, source=services.Source.API)
+        person.refresh_from_db()
+        return Response(self.get_serializer(person).data, status=status.HTTP_200_OK)
+
+    @extend_schema(request=StopSerializer, responses=PersonSerializer)
+    @action(detail=True, methods=["post"], url_path="processing-stop")
+    def processing_stop(self, request, pk=None):
+        """Stop processing at the person's request (GDPR Art. 18): the record locks (writes
+        answer 423) and receives only rights-related mail. Idempotent."""
+        person = self._rights_write(request, "crm.change_person")
+        body = StopSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        stopped = rights.processing_stop(person=person, actor=request.user,
+                                         source=services.Source.API,
+                                         note=body.validated_data.get("note", ""))
+        return Response(self.get_serializer(stopped).data, status=status.HTTP_200_OK)
+
+    @extend_schema(request=ResumeSerializer, responses=PersonSerializer)
+    @action(detail=True, methods=["post"], url_path="processing-resume")
+    def processing_resume(self, request, pk=None):
+        """Lift a stop of processing: needs `crm.lift_processing_stop` (Admins) and a reason;
+        the person is emailed before the lift commits."""
+        person = self._rights_write(request, rights.LIFT_PERMISSION)
+        body = ResumeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        resumed = rights.processing_resume(person=person, actor=request.user,
+                                           source=services.Source.API,
+                                           reason=body.validated_data["reason"])
+        return Response(self.get_serializer(resumed).data, status=status.HTTP_200_OK)
 
     @extend_schema(request=None, responses=PersonSerializer)
     @action(detail=True, methods=["post"])

@@ -5,8 +5,6 @@ from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.db import transaction
-from django.urls import reverse
 
 from campaigns.gateway import Kind as MailKind
 from campaigns.models import EmailMessage
@@ -244,10 +242,73 @@ def test_rights_permissions_are_admins_only():
     assert Permission.objects.filter(codename="lift_processing_stop").exists()
 
 
-def test_changing_nothing_on_commit_hooks():
-    # The notifier's email dispatch waits for the commit (no send inside the transaction).
+# -- API ------------------------------------------------------------------------------------------
+
+def url(person, name):
+    return f"/api/persons/{person.pk}/{name}/"
+
+
+def test_api_erase_answers_the_tombstone(admin_api):
+    person = PersonFactory(first_name="Ada", national_id="AB123456")
+    response = admin_api.post(url(person, "erase"))
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert body["erased_at"] and body["first_name"] == "" and body["email"] == ""
+    assert body["national_id"] in ("", None)
+
+
+def test_api_erase_is_refused_to_staff_and_unknown_ids_are_404(staff_api, admin_api):
+    person = PersonFactory()
+    assert staff_api.post(url(person, "erase")).status_code == 403
+    person.refresh_from_db()
+    assert person.erased_at is None
+    missing = "/api/persons/00000000-0000-4000-8000-000000000000/erase/"
+    assert admin_api.post(missing).status_code == 404
+    assert admin_api.post("/api/persons/not-a-uuid/erase/").status_code == 404
+
+
+def test_api_stop_then_every_write_answers_423(staff_api):
+    person = PersonFactory()
+    response = staff_api.post(url(person, "processing-stop"), {"note": "by letter"},
+                              format="json")
+    assert response.status_code == 200
+    assert response.json()["processing_stopped_at"]
+    patch = staff_api.patch(f"/api/persons/{person.pk}/", {"first_name": "X"}, format="json")
+    assert patch.status_code == 423
+    assert staff_api.post(url(person, "convert")).status_code == 423
+
+
+def test_api_resume_needs_the_permission_then_a_reason(staff_api, admin_api):
     person = PersonFactory()
     stop(person)
-    with transaction.atomic():
-        rights.processing_resume(person=person, source="portal")
-    assert EmailMessage.objects.filter(person=person, kind="system").count() == 1
+    assert staff_api.post(url(person, "processing-resume"), {"reason": "ok"},
+                          format="json").status_code == 403
+    missing = admin_api.post(url(person, "processing-resume"), {}, format="json")
+    assert missing.status_code == 400 and "reason" in missing.json()
+    blank = admin_api.post(url(person, "processing-resume"), {"reason": "  "}, format="json")
+    assert blank.status_code == 400 and "reason" in blank.json()
+    person.refresh_from_db()
+    assert person.processing_stopped_at is not None
+    done = admin_api.post(url(person, "processing-resume"), {"reason": "Ticket 7 closed"},
+                          format="json")
+    assert done.status_code == 200 and done.json()["processing_stopped_at"] is None
+    assert EmailMessage.objects.filter(person=person, kind="system").exists()
+
+
+def test_api_erasure_request_sets_the_filterable_flag(staff_api):
+    person, other = PersonFactory(), PersonFactory()
+    assert staff_api.post(url(person, "erasure-request")).status_code == 200
+    listed = staff_api.get("/api/persons/", {"erasure_requested": "true"}).json()
+    ids = [p["id"] for p in listed["results"]] if "results" in listed else [p["id"] for p in listed]
+    assert ids == [str(person.pk)] and str(other.pk) not in ids
+
+
+def test_api_delete_record_forgets_the_mail_log_too(admin_api):
+    person = PersonFactory(email="bye@example.org")
+    from campaigns.emails import enqueue
+
+    enqueue(person=person, kind="adhoc", template="adhoc",
+            context={"subject": "Hi", "body": "Hello bye"}, idempotency_key="t:1")
+    assert admin_api.delete(f"/api/persons/{person.pk}/").status_code == 204
+    assert not Person.objects.filter(pk=person.pk).exists()
+    assert not EmailMessage.objects.filter(to_address="bye@example.org").exists()
