@@ -477,6 +477,10 @@ def _people_rows(people: list[dict], *, actor, definitions):
     audit = CopyRows(AuditEntry, now=now)
     actor_id = actor.pk if getattr(actor, "pk", None) else None
     sealed_custom = {d.key for d in definitions if d.is_encrypted}
+    # Per encrypted core field: (context, mask rule, blind indexer) and its three columns.
+    specs = {name: ((c.context, c.mask_rule, sealer.indexer(c.context)),
+                    (name, c.mask_field, c.index_field))
+             for name, c in _ENCRYPTED_COLUMNS.items()}
     at = now.isoformat()
     for pk, cleaned in zip(_uuid4_texts(len(people)), people, strict=True):
         # Sealing binds each value to the row id, so the id exists before the COPY.
@@ -485,13 +489,15 @@ def _people_rows(people: list[dict], *, actor, definitions):
         if not sealed_custom.isdisjoint(custom):
             custom = _seal_custom(custom, subject_id=pk, definitions=definitions,
                                   seal=sealer.seal)
+        encrypted = [name for name in ENCRYPTED_CORE if cleaned.get(name)]
+        if encrypted:
+            sealed = sealer.seal_new_subject(
+                pk, [(cleaned[name], *specs[name][0]) for name in encrypted])
+            for name, triple in zip(encrypted, sealed, strict=True):
+                values.update(zip(specs[name][1], triple, strict=True))
         for name, value in cleaned.items():
             if name in ENCRYPTED_CORE:
-                if value:
-                    column = _ENCRYPTED_COLUMNS[name]
-                    (values[name], values[column.mask_field],
-                     values[column.index_field]) = sealer.sealed_field(
-                        value, subject_id=pk, context=column.context, mask_rule=column.mask_rule)
+                continue
             elif name in _RELATED:
                 values[f"{name}_id"] = value.pk if value is not None else None
             elif name != "custom":

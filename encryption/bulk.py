@@ -15,7 +15,7 @@ from config import clock
 from config.pgcopy import CopyRows
 
 from .blind_index import blind_indexer
-from .cipher import NONCE_BYTES, seal_with
+from .cipher import FORMAT_VERSION, NONCE_BYTES, seal_with
 from .datakeys import DATA_KEY_BYTES
 from .datakeys import _aad as _key_aad
 from .keys import keyring
@@ -60,6 +60,29 @@ class NewSubjectSealer:
             indexer = self._indexers[context] = blind_indexer(context)
         return (self.seal(value, subject_id=subject_id, context=context), mask(value, mask_rule),
                 indexer(value) if indexed else "")
+
+    def seal_new_subject(self, subject: str, values: list) -> list:
+        """Seal one new subject's encrypted-field values at once: [(plaintext, context,
+        mask_rule, indexer)] → [(sealed value, mask, blind index)].
+
+        The same key, layout and associated data as `sealed_field`, with the per-value work cut
+        to the cryptography itself: an import seals two values for each of 100,000 people.
+        """
+        key_id, aead = self._ciphers.get(subject) or self._new_key(subject)
+        header = bytes([FORMAT_VERSION, len(key_id)]) + key_id.encode()
+        out = []
+        for plaintext, context, mask_rule, indexer in values:
+            nonce = self._take(NONCE_BYTES)
+            blob = header + nonce + aead.encrypt(
+                nonce, plaintext.encode(), f"{context}:{subject}".encode())
+            out.append((blob, mask(plaintext, mask_rule), indexer(plaintext)))
+        return out
+
+    def indexer(self, context: str):
+        indexer = self._indexers.get(context)
+        if indexer is None:
+            indexer = self._indexers[context] = blind_indexer(context)
+        return indexer
 
     def _new_key(self, subject: str):
         key, key_id = self._take(DATA_KEY_BYTES), self._take(4).hex()
