@@ -1,5 +1,6 @@
-"""Email on the staff person page: the opt-in status moves staff may make, and sending the
-double opt-in request (one person, or a selection). Added to crm's person admins upward."""
+"""Email on the staff person page: the opt-in status moves staff may make, sending the double
+opt-in request (one person, or a selection), and the conversation with its compose and record
+pages (campaigns.admin_compose). Added to crm's person admins upward."""
 
 from collections import Counter
 
@@ -15,6 +16,13 @@ from crm import extensions
 from crm.errors import ServiceError
 from crm.models import Contact, EmailOptIn, Lead, MarketingList, Person
 
+from .admin_compose import (
+    ConversationInline,
+    compose_link,
+    compose_view,
+    inbound_link,
+    record_inbound_view,
+)
 from .double_opt_in import NotSent, double_opt_in_send
 from .optin import Actor, opt_in_change, staff_choices
 
@@ -97,14 +105,24 @@ def extend_person_admins():
 
         def get_urls(model_admin=model_admin, original=original):
             info = model_admin.model._meta.app_label, model_admin.model._meta.model_name
+            view = model_admin.admin_site.admin_view
             return [path("<path:object_id>/email-opt-in/",
-                         model_admin.admin_site.admin_view(
-                             lambda request, object_id, ma=model_admin: opt_in_view(
-                                 ma, request, object_id)),
-                         name="{}_{}_email_opt_in".format(*info)), *original()]
+                         view(lambda request, object_id, ma=model_admin: opt_in_view(
+                             ma, request, object_id)),
+                         name="{}_{}_email_opt_in".format(*info)),
+                    path("<path:object_id>/send-email/",
+                         view(lambda request, object_id, ma=model_admin: compose_view(
+                             ma, request, object_id)),
+                         name="{}_{}_send_email".format(*info)),
+                    path("<path:object_id>/record-inbound/",
+                         view(lambda request, object_id, ma=model_admin: record_inbound_view(
+                             ma, request, object_id)),
+                         name="{}_{}_record_inbound".format(*info)),
+                    *original()]
 
         model_admin.get_urls = get_urls
-    extensions.person_links.append(_opt_in_link)
+        model_admin.inlines = [*model_admin.inlines, ConversationInline]
+    extensions.person_links.extend([_opt_in_link, compose_link, inbound_link])
     list_admin = admin.site._registry.get(MarketingList)
     if list_admin is not None:
         list_admin.actions = (*(list_admin.actions or ()), send_double_opt_in_to_list)

@@ -22,7 +22,9 @@ from config import clock
 from .gateway import Kind
 from .models import EmailMessage
 
-_LINK = re.compile(r"""\b(?:href|src)\s*=\s*["']?([^"'\s>]*)""", re.IGNORECASE)
+# An href/src attribute inside a tag: escaped text that merely reads "href=" (a staff member's
+# message, the admins' footer) is not a link and must not fail the check.
+_LINK = re.compile(r"""<[a-z][^<>]*?\b(?:href|src)\s*=\s*["']?([^"'\s>]*)""", re.IGNORECASE)
 _ABSOLUTE = ("https://", "http://", "mailto:", "tel:", "cid:", "#")
 
 
@@ -63,6 +65,8 @@ def _message_id_domain() -> str:
 
 
 MARKETING_KINDS = (Kind.CAMPAIGN, Kind.WORKFLOW, Kind.AUTORESPONDER)
+# Written by a member of staff: these carry the admins' footer (preference-page settings).
+STAFF_SENT_KINDS = (Kind.ADHOC, Kind.REPLY)
 
 
 def unsubscribe_headers(person, kind: str) -> dict:
@@ -74,6 +78,26 @@ def unsubscribe_headers(person, kind: str) -> dict:
     url = absolute_url(reverse("one-click-unsubscribe",
                                args=[make_token(person, purpose="unsubscribe")]))
     return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+
+
+def staff_footer(person, kind: str) -> str:
+    """The admins' footer for a message of `kind` to `person`, as plain text ("" for kinds
+    staff do not write, or when no footer is set). `{link}` becomes the person's own
+    preference-page link. The text part shows it as it is; the HTML part escapes it and turns
+    its links into anchors (emails/adhoc-body.html), so a footer cannot inject markup."""
+    if kind not in STAFF_SENT_KINDS:
+        return ""
+    from consents.selectors import portal_settings
+
+    footer = portal_settings().email_footer.strip()
+    if "{link}" in footer:
+        from crm.tokens import make_token
+
+        link = absolute_url(reverse("preference-page",
+                                    args=[make_token(person, purpose="portal")]))
+        # replace(), not format(): the admins' text may hold other braces.
+        footer = footer.replace("{link}", link)
+    return footer
 
 
 def enqueue(*, person, kind: str, template: str, context: dict, idempotency_key: str,
@@ -95,7 +119,11 @@ def enqueue(*, person, kind: str, template: str, context: dict, idempotency_key:
     except EmailMessage.DoesNotExist:
         pass
     headers = {**unsubscribe_headers(person, kind), **(headers or {})}
-    rendered = render(template, {"person": person, **context})
+    context = {"person": person, **context}
+    if kind in STAFF_SENT_KINDS:
+        # Decided here, whatever the template, and a caller's context cannot drop it.
+        context["footer"] = staff_footer(person, kind)
+    rendered = render(template, context)
     row = EmailMessage(
         person=person, kind=kind, template=template, campaign_id=campaign_id,
         idempotency_key=idempotency_key, message_id=make_msgid(domain=_message_id_domain()),
