@@ -157,6 +157,9 @@ MAILBOX_ENABLED = EMAIL_BACKEND == MAILBOX_BACKEND
 # well above a few EMAIL_TIMEOUTs); messages per send task (one gateway query, one connection).
 OUTBOX_LEASE_SECONDS = env.int("OUTBOX_LEASE_SECONDS", default=60)
 OUTBOX_BATCH_SIZE = env.int("OUTBOX_BATCH_SIZE", default=100)
+# Preference-page invitation runs (page enabled, new purpose, re-permission): at most this many
+# invitations a minute, written in batches of up to 100 spaced out by the task's countdown.
+PORTAL_INVITES_PER_MINUTE = env.int("PORTAL_INVITES_PER_MINUTE", default=600)
 
 # Encryption keys: validated by the encryption app's system check (see README).
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])

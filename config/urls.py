@@ -31,6 +31,7 @@ urlpatterns = [
          name="person-double-opt-in"),
     path("api/persons/<uuid:pk>/emails/", ComposeView.as_view(), name="person-emails"),
     path("api/persons/<uuid:pk>/inbound/", InboundView.as_view(), name="person-inbound"),
+    path("api/", include("preferences_portal.api")),  # portal-invite, repermission, runs
     path("api/", include(router.urls)),
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("preferences_portal.urls")),

@@ -36,6 +36,11 @@ def text_hash(title: str, text: str) -> str:
 
 # -- purposes and policy --------------------------------------------------------------------------
 
+# fn(purpose) -> None, called inside purpose_create's transaction. Apps above consents register
+# here in their AppConfig.ready() (the preference page invites people to a new purpose) so that
+# consents never imports them.
+purpose_created_hooks: list = []
+
 def purpose_clean(purpose: ConsentPurpose) -> None:
     errors = {}
     if purpose.kind == PurposeKind.DATA_STORAGE:
@@ -65,6 +70,8 @@ def purpose_create(*, key: str, name: str, kind: str, title: str, text: str, fie
     purpose_clean(purpose)
     purpose.save()
     purpose_publish_version(purpose=purpose, title=title, text=text)
+    for hook in purpose_created_hooks:
+        hook(purpose)
     return purpose
 
 
@@ -227,3 +234,65 @@ def consent_expire_due(*, limit: int = 500) -> int:
                 evidence={"expired_at": consent.expires_at.isoformat()}, actor=None, note="",
                 ip=None, user_agent=None)
     return len(due)
+
+
+# -- preference-page settings --------------------------------------------------------------------
+
+# fn(settings_row, actor) -> None, called inside portal_settings_update's transaction when the
+# page goes from disabled to enabled (the preference page registers its invitation run here).
+portal_enabled_hooks: list = []
+PORTAL_SETTINGS = ("enabled", "access_rule", "notification_rule", "email_footer",
+                   "confirmation_hours", "unconfirmed_lead_retention_months")
+PORTAL_RULES = ("access_rule", "notification_rule")
+
+
+def portal_settings_clean(row) -> None:
+    """Raise ValidationError with field errors for a settings row that may not be saved: each
+    rule must fit the rule language (an empty rule is stored as {})."""
+    errors = {}
+    for name in PORTAL_RULES:
+        rule = getattr(row, name)
+        if rule is None or rule == "" or rule == {}:
+            setattr(row, name, {})
+            continue
+        try:
+            rules.validate(rule)
+        except ValidationError as error:
+            errors[name] = error.messages
+    if isinstance(row.confirmation_hours, int) and row.confirmation_hours < 1:
+        errors["confirmation_hours"] = [_("At least one hour.")]
+    if row.unconfirmed_lead_retention_months == 0:
+        errors["unconfirmed_lead_retention_months"] = [
+            _("At least one month, or empty to keep them.")]
+    try:
+        row.full_clean()
+    except ValidationError as error:
+        for name, messages in error.message_dict.items():
+            errors.setdefault(name, []).extend(messages)
+    if errors:
+        raise ValidationError(errors)
+
+
+def portal_settings_update(*, actor=None, **changes):
+    """Change the preference-page settings (admins). Unknown names or bad values raise
+    ValidationError with field errors. Enabling the page calls `portal_enabled_hooks` in the same
+    transaction (invitations go out after the commit); the row lock makes two admins enabling
+    at once start one run."""
+    from .models import PortalSettings
+    from .selectors import portal_settings
+
+    unknown = sorted(set(changes) - set(PORTAL_SETTINGS))
+    if unknown:
+        raise ValidationError({name: [_("Unknown setting.")] for name in unknown})
+    portal_settings()  # creates the row on first use, outside the lock below
+    with transaction.atomic():
+        row = PortalSettings.objects.select_for_update().get(pk=1)
+        was_enabled = row.enabled
+        for name, value in changes.items():
+            setattr(row, name, value)
+        portal_settings_clean(row)
+        row.save()
+        if row.enabled and not was_enabled:
+            for hook in portal_enabled_hooks:
+                hook(row, actor)
+    return row
