@@ -119,6 +119,7 @@ def pending_change_submit(*, person: Person, wanted: dict, language: str = "") -
     `access` (bools). Nothing changes until the link is followed; an older pending change of the
     same person is superseded. Raises NothingToChange or TooManySubmissions.
     """
+    person = Person.objects.get(pk=person.pk)  # diff against fresh state, not the caller's copy
     page = selectors.page_for(person)
     changes = _diff(page=page, wanted=wanted)
     if not changes:
