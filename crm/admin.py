@@ -20,6 +20,7 @@ from config.readonly_admin import ReadOnlyAdminMixin
 
 from . import extensions, field_encryption, selectors, services
 from .admin_imports import PersonImportExportMixin
+from .admin_rights import PersonRightsMixin
 from .errors import ServiceError
 from .forms import custom_form_field, custom_value_for_service
 from .models import (
@@ -228,7 +229,7 @@ def _report_bulk(modeladmin, request, result, done_message):
         )
 
 
-class PersonAdmin(PersonImportExportMixin, admin.ModelAdmin):
+class PersonAdmin(PersonRightsMixin, PersonImportExportMixin, admin.ModelAdmin):
     form = PersonForm
     change_form_template = "admin/crm/person/change_form.html"
     list_display = (
@@ -247,7 +248,8 @@ class PersonAdmin(PersonImportExportMixin, admin.ModelAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     ordering = ("-created_at",)
-    actions = ("convert_to_contact", "assign_owner", "add_to_marketing_list", "export_csv")
+    actions = ("convert_to_contact", "assign_owner", "add_to_marketing_list", "export_csv",
+               *PersonRightsMixin.rights_actions)
     readonly_base = (
         "id", "processing_stopped_at", "erasure_requested_at", "erased_at", "locked_fields",
         "converted_at", "created_at", "updated_at", "history",
@@ -396,8 +398,10 @@ class PersonAdmin(PersonImportExportMixin, admin.ModelAdmin):
 
     # -- rights and saving --------------------------------------------------------------------
     def has_change_permission(self, request, obj=None):
-        # A stopped record is shown read-only; crm.services refuses the write anyway.
-        if obj is not None and obj.processing_stopped_at is not None:
+        # A stopped record or an erased tombstone is shown read-only; crm.services refuses the
+        # write anyway.
+        if obj is not None and (obj.processing_stopped_at is not None
+                                or obj.erased_at is not None):
             return False
         return super().has_change_permission(request, obj)
 
@@ -420,12 +424,7 @@ class PersonAdmin(PersonImportExportMixin, admin.ModelAdmin):
         obj.refresh_from_db()
         obj._state.adding = False
 
-    def delete_model(self, request, obj):
-        services.person_delete(person=obj, actor=request.user, source=services.Source.STAFF)
-
-    def delete_queryset(self, request, queryset):
-        for person in queryset:
-            self.delete_model(request, person)
+    # delete_model / delete_queryset ("Delete record"): PersonRightsMixin, through crm.rights.
 
     def save_related(self, request, form, formsets, change):
         for formset in formsets:
@@ -493,7 +492,8 @@ class LeadAdmin(PersonAdmin):
 class ContactAdmin(PersonAdmin):
     default_kind = "contact"
     list_filter = tuple(f for f in PersonAdmin.list_filter if f != "kind")
-    actions = ("assign_owner", "add_to_marketing_list", "export_csv")
+    actions = ("assign_owner", "add_to_marketing_list", "export_csv",
+               *PersonRightsMixin.rights_actions)
 
 
 admin.site.register(Person, PersonAdmin)

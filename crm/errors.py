@@ -27,6 +27,13 @@ class ProcessingStopped(ServiceError):
     code = "processing_stopped"
 
 
+class RecordErased(ServiceError):
+    """The person's data was erased (GDPR Art. 17): the tombstone takes no new personal data."""
+
+    status_code = 409
+    code = "erased"
+
+
 class FieldLocked(ServiceError):
     """The person revoked consent to store this field: it stays empty until a new grant."""
 

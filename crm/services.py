@@ -26,7 +26,7 @@ from encryption.bulk import NewSubjectSealer
 from encryption.masking import DEFAULT_RULE, MASK_CHAR, mask
 from encryption.values import seal_value
 
-from .errors import FieldLocked, ProcessingStopped
+from .errors import FieldLocked, ProcessingStopped, RecordErased
 from .models import (
     AuditEntry,
     EmailOptIn,
@@ -275,6 +275,9 @@ def _seal_custom(custom: dict, *, subject_id, definitions=None, seal=seal_value)
 
 
 def _check_writable(person: Person, changed: Iterable[str]) -> None:
+    if person.erased_at is not None:
+        # A tombstone stays free of personal data (GDPR Art. 17; crm.rights.person_erase).
+        raise RecordErased(_("This person's data was erased; the record is a tombstone."))
     if person.processing_stopped_at is not None:
         raise ProcessingStopped(
             _("This person asked us to stop processing their data; the record is locked.")

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.urls import reverse
 
 from campaigns.gateway import Kind as MailKind
 from campaigns.models import EmailMessage
@@ -312,3 +313,164 @@ def test_api_delete_record_forgets_the_mail_log_too(admin_api):
     assert admin_api.delete(f"/api/persons/{person.pk}/").status_code == 204
     assert not Person.objects.filter(pk=person.pk).exists()
     assert not EmailMessage.objects.filter(to_address="bye@example.org").exists()
+
+
+def test_an_erased_tombstone_refuses_new_personal_data(admin_api):
+    person = PersonFactory()
+    rights.person_erase(person=person, source="staff")
+    response = admin_api.patch(f"/api/persons/{person.pk}/", {"first_name": "Back"},
+                               format="json")
+    assert response.status_code == 409 and response.json()["code"] == "erased"
+
+
+# -- staff admin ----------------------------------------------------------------------------------
+
+def admin_url(name, person):
+    return reverse(f"admin:crm_person_{name}", args=[person.pk])
+
+
+@pytest.fixture
+def staff_browser(staff_user):
+    """A second browser, for tests that also use `admin_client_` (which shares `client`)."""
+    from django.test import Client
+
+    browser = Client()
+    browser.force_login(staff_user)
+    return browser
+
+
+def test_stopped_record_page_is_read_only_with_banner_and_offers_the_lift_to_admins(
+        admin_client_, staff_browser):
+    person = PersonFactory()
+    stop(person)
+    page = admin_client_.get(admin_url("change", person))
+    assert b"Processing stopped" in page.content and b'name="_save"' not in page.content
+    assert admin_url("lift", person).encode() in page.content
+    staff_page = staff_browser.get(admin_url("change", person))
+    assert admin_url("lift", person).encode() not in staff_page.content
+    assert staff_browser.post(admin_url("change", person), {"first_name": "X"}).status_code == 403
+
+
+def test_staff_stop_processing_from_the_person_page(staff_client):
+    person = PersonFactory()
+    assert staff_client.get(admin_url("stop", person)).status_code == 200
+    response = staff_client.post(admin_url("stop", person), {"note": "asked by phone"})
+    assert response.status_code == 302
+    person.refresh_from_db()
+    assert person.processing_stopped_at is not None
+    assert RightsRequest.objects.get(person_ref=person.pk).handled_by.username == "sam.staff"
+
+
+def test_admin_lift_needs_the_permission_and_a_reason(admin_client_, staff_browser):
+    person = PersonFactory()
+    stop(person)
+    assert staff_browser.get(admin_url("lift", person)).status_code == 403
+    assert staff_browser.post(admin_url("lift", person), {"reason": "x"}).status_code == 403
+    empty = admin_client_.post(admin_url("lift", person), {"reason": ""})
+    assert empty.status_code == 200 and empty.context["form"].errors["reason"]
+    person.refresh_from_db()
+    assert person.processing_stopped_at is not None
+    done = admin_client_.post(admin_url("lift", person), {"reason": "Complaint withdrawn"})
+    assert done.status_code == 302
+    person.refresh_from_db()
+    assert person.processing_stopped_at is None
+    assert EmailMessage.objects.filter(person=person, kind="system").exists()
+
+
+def test_erase_confirmation_lists_what_is_cleared_and_needs_the_permission(
+        admin_client_, staff_browser):
+    person = PersonFactory(first_name="Vanishing")
+    assert staff_browser.get(admin_url("erase", person)).status_code == 403
+    page = admin_client_.get(admin_url("erase", person))
+    assert page.status_code == 200
+    for label in (b"First name", b"Email", b"Phone", b"National ID", b"Card number"):
+        assert label in page.content
+    unconfirmed = admin_client_.post(admin_url("erase", person), {})
+    assert unconfirmed.status_code == 200
+    person.refresh_from_db()
+    assert person.erased_at is None
+    assert admin_client_.post(admin_url("erase", person), {"confirm": "on"}).status_code == 302
+    person.refresh_from_db()
+    assert person.erased_at is not None and person.first_name == ""
+    tombstone = admin_client_.get(admin_url("change", person))
+    assert b"tombstone" in tombstone.content and b'name="_save"' not in tombstone.content
+
+
+def test_staff_records_an_erasure_request_and_the_filter_finds_it(staff_client):
+    person, other = PersonFactory(), PersonFactory()
+    assert staff_client.post(admin_url("erasure_request", person), {"note": ""}).status_code == 302
+    listing = staff_client.get(reverse("admin:crm_person_changelist"),
+                               {"erasure_requested": "yes"})
+    shown = list(listing.context["cl"].result_list)
+    assert shown == [Person.objects.get(pk=person.pk)] and other not in shown
+
+
+def test_changelist_actions_stop_lift_and_erase_a_selection(admin_client_):
+    people = PersonFactory.create_batch(2)
+    ids = [str(p.pk) for p in people]
+    changelist = reverse("admin:crm_person_changelist")
+    confirm = admin_client_.post(changelist, {"action": "stop_processing",
+                                              "_selected_action": ids})
+    assert confirm.status_code == 200
+    admin_client_.post(changelist, {"action": "stop_processing", "_selected_action": ids,
+                                    "apply": "1", "note": ""})
+    assert Person.objects.filter(pk__in=ids, processing_stopped_at__isnull=False).count() == 2
+    admin_client_.post(changelist, {"action": "lift_processing_stop", "_selected_action": ids,
+                                    "apply": "1", "reason": "Mistaken request"})
+    assert Person.objects.filter(pk__in=ids, processing_stopped_at__isnull=True).count() == 2
+    page = admin_client_.post(changelist, {"action": "erase_personal_data",
+                                           "_selected_action": ids})
+    assert b"What will be cleared" in page.content
+    admin_client_.post(changelist, {"action": "erase_personal_data", "_selected_action": ids,
+                                    "apply": "1", "confirm": "on"})
+    assert Person.objects.filter(pk__in=ids, erased_at__isnull=False).count() == 2
+
+
+def test_staff_do_not_see_the_lift_and_erase_actions(staff_client):
+    PersonFactory()
+    page = staff_client.get(reverse("admin:crm_person_changelist"))
+    actions = dict(page.context["action_form"].fields["action"].choices)
+    assert "stop_processing" in actions
+    assert "lift_processing_stop" not in actions and "erase_personal_data" not in actions
+
+
+def test_admin_delete_record_runs_the_erasers(admin_client_):
+    person = PersonFactory(email="deleted@example.org")
+    from campaigns.emails import enqueue
+
+    enqueue(person=person, kind="adhoc", template="adhoc",
+            context={"subject": "Hi", "body": "Hello"}, idempotency_key="t:del")
+    response = admin_client_.post(admin_url("delete", person), {"post": "yes"})
+    assert response.status_code == 302
+    assert not Person.objects.filter(pk=person.pk).exists()
+    assert not EmailMessage.objects.filter(to_address="deleted@example.org").exists()
+
+
+# -- the register in the admin --------------------------------------------------------------------
+
+def test_register_lists_deadlines_highlights_overdue_and_is_admins_only(admin_client_,
+                                                                        staff_browser):
+    person = PersonFactory()
+    with clock.frozen(datetime(2026, 1, 10, 9, 0, tzinfo=UTC)):
+        rights.rights_request_record(person=person, kind="access", source="portal")
+    with clock.frozen(datetime(2026, 3, 1, 9, 0, tzinfo=UTC)):
+        page = admin_client_.get(reverse("admin:crm_rightsrequest_changelist"))
+        overdue = admin_client_.get(reverse("admin:crm_rightsrequest_changelist"),
+                                    {"deadline": "overdue"})
+    assert b"2026-02-10" in page.content and b"overdue" in page.content
+    assert len(overdue.context["cl"].result_list) == 1
+    assert staff_browser.get(reverse("admin:crm_rightsrequest_changelist")).status_code == 403
+
+
+def test_admin_records_a_request_by_hand_and_closes_it(admin_client_, admin_user_):
+    person = PersonFactory()
+    added = admin_client_.post(reverse("admin:crm_rightsrequest_add"), {
+        "person": str(person.pk), "kind": "access", "note": "Letter of 3 March"})
+    assert added.status_code == 302, added.content
+    request = RightsRequest.objects.get(person_ref=person.pk)
+    assert (request.kind, request.state, request.source) == ("access", "open", "staff")
+    closed = admin_client_.post(reverse("admin:crm_rightsrequest_change", args=[request.pk]),
+                                {"close_as": "done", "close_note": "Export sent"})
+    assert closed.status_code == 302
+    request.refresh_from_db()
+    assert (request.state, request.handled_by) == ("done", admin_user_)
