@@ -90,6 +90,7 @@ class Page:
     pending: PendingChange | None = None
     reveals: list = field(default_factory=list)
     recipients: list = field(default_factory=list)
+    settings: object = None  # the portal settings row the page was built with
 
     @property
     def opted_out(self) -> bool:
@@ -172,7 +173,8 @@ def page_for(person: Person) -> Page:
     """Everything the page shows, for a person the caller already identified by their link."""
     settings = portal_settings()
     lists = list(MarketingList.objects.filter(listmembership__person=person).order_by("name"))
-    page = Page(person=person, full=False, lists=lists, pending=pending_for(person))
+    page = Page(person=person, full=False, lists=lists, pending=pending_for(person),
+                settings=settings)
     consents = {c.purpose.key: c for c in
                 Consent.objects.filter(person=person).select_related("purpose", "version")}
     page.full = page_admits(person, consents={k: c.state for k, c in consents.items()},

@@ -14,7 +14,7 @@ from consents.models import Verification
 from crm.errors import ServiceError, TransitionForbidden
 from crm.tokens import person_for_token
 
-from . import selectors, services
+from . import notifications, selectors, services
 from .csrf import portal_csrf_protect
 from .forms import parse_choices
 
@@ -86,6 +86,9 @@ def one_click_unsubscribe(request, token):
 
 def _page(request, person, *, status=200, **extra):
     page = selectors.page_for(person)
+    if request.method == "GET":
+        # "Your page was opened" for people the notification rule admits (never raises).
+        notifications.page_accessed(person, portal=page.settings)
     return _private(render(request, "preferences_portal/page.html",
                            {"page": page, "summary": (selectors.change_summary(
                                page.pending.changes) if page.pending else []), **extra},
