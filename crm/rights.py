@@ -38,6 +38,7 @@ from .models import (
     FieldDefinition,
     Kind,
     Lead,
+    ListMembership,
     Person,
     RightsRequest,
 )
@@ -79,10 +80,22 @@ def _actor(actor):
 
 def rights_request_record(*, person, kind: str, source: str, actor=None,
                           note: str = "") -> RightsRequest:
-    """Register a request (received now, due in one month). A second request of the same kind
-    while one is open returns the open one: the contact clicking twice is one request."""
+    """Register a request (received now, due in one month) and apply what is applied on receipt:
+    an erasure request flags the record (`erasure_request`), a restriction stops processing at
+    once (`processing_stop`). A second request of a kind while one is open returns the open one:
+    the contact clicking twice is one request."""
     if kind not in RightsRequest.Kind.values:
         raise ServiceError(_("Choose access, erasure or restriction."), field="kind")
+    if kind == RightsRequest.Kind.ERASURE:
+        return erasure_request(person=person, source=source, actor=actor, note=note)
+    if kind == RightsRequest.Kind.RESTRICTION:
+        processing_stop(person=person, source=source, actor=actor, note=note)
+        return (RightsRequest.objects.filter(person_ref=person.pk, kind=kind)
+                .order_by("-received_at", "-id").first())
+    return _register(person=person, kind=kind, source=source, actor=actor, note=note)
+
+
+def _register(*, person, kind: str, source: str, actor, note: str) -> RightsRequest:
     with transaction.atomic():
         open_one = (RightsRequest.objects.select_for_update()
                     .filter(person_ref=person.pk, kind=kind, state=RightsRequest.State.OPEN)
@@ -208,8 +221,8 @@ def erasure_request(*, person, source: str, actor=None, note: str = "") -> Right
         if current.erasure_requested_at is None:
             current.erasure_requested_at = clock.now()
             current.save(update_fields=["erasure_requested_at", "updated_at"])
-        return rights_request_record(person=current, kind=RightsRequest.Kind.ERASURE,
-                                     source=source, actor=actor, note=note)
+        return _register(person=current, kind=RightsRequest.Kind.ERASURE, source=source,
+                         actor=actor, note=note)
 
 
 def erasable_fields(definitions=None) -> tuple[list[str], list[str]]:
@@ -281,6 +294,10 @@ def person_erase(*, person, source: str, actor=None) -> Person:
         known = _known_keys()
         removed = [key for key in custom if key in custom_keys or key not in known]
         current.custom = {k: v for k, v in custom.items() if k not in removed}
+        # An erased tombstone is nobody's subscriber: it leaves every marketing list.
+        left_lists, _count = ListMembership.objects.filter(person_id=current.pk).delete()
+        if left_lists:
+            removed.append("marketing_lists")
         current.erased_at = current.erased_at or now
         current.portal_key_version += 1
         current.save()

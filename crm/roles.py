@@ -28,6 +28,14 @@ STAFF_PERMISSIONS = {
 }
 
 
+# Never Staff's: lifting a stop of processing the person asked for, erasing a person, and the
+# requests register (crm/rights.py). Admins hold them as they hold every permission.
+ADMIN_ONLY_PERMISSIONS = {
+    "crm.lift_processing_stop", "crm.erase_person",
+    "crm.view_rightsrequest", "crm.add_rightsrequest", "crm.change_rightsrequest",
+}
+
+
 def sync_roles(group_model, permission_model) -> None:
     """Create both groups and give them their permissions (idempotent; adds, never removes
     a permission an admin granted by hand)."""

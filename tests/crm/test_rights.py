@@ -13,7 +13,7 @@ from config import clock
 from crm import extensions, imports, rights, services
 from crm.errors import ProcessingStopped, ServiceError
 from crm.models import AuditEntry, Person, RightsRequest
-from crm.roles import STAFF_PERMISSIONS
+from crm.roles import ADMIN_ONLY_PERMISSIONS, STAFF_PERMISSIONS
 from tests.factories import AdminUserFactory, PersonFactory, StaffUserFactory
 
 pytestmark = pytest.mark.django_db
@@ -237,7 +237,8 @@ def test_export_csv_neutralises_formulas():
 
 def test_rights_permissions_are_admins_only():
     admin, staff = AdminUserFactory(), StaffUserFactory()
-    for perm in ("crm.lift_processing_stop", "crm.erase_person", "crm.view_rightsrequest"):
+    assert not ADMIN_ONLY_PERMISSIONS & STAFF_PERMISSIONS
+    for perm in ADMIN_ONLY_PERMISSIONS:
         assert admin.has_perm(perm)
         assert not staff.has_perm(perm)
     assert Permission.objects.filter(codename="lift_processing_stop").exists()
@@ -474,3 +475,27 @@ def test_admin_records_a_request_by_hand_and_closes_it(admin_client_, admin_user
     assert closed.status_code == 302
     request.refresh_from_db()
     assert (request.state, request.handled_by) == ("done", admin_user_)
+
+
+@pytest.mark.parametrize(("kind", "flag"), [("erasure", "erasure_requested_at"),
+                                            ("restriction", "processing_stopped_at"),
+                                            ("access", None)])
+def test_a_request_recorded_in_the_register_is_applied_on_receipt(kind, flag):
+    person = PersonFactory()
+    request = rights.rights_request_record(person=person, kind=kind, source="staff",
+                                           note="Letter")
+    person.refresh_from_db()
+    assert request.kind == kind
+    for name in ("erasure_requested_at", "processing_stopped_at"):
+        assert (getattr(person, name) is not None) == (name == flag)
+
+
+def test_erase_takes_the_tombstone_off_every_marketing_list():
+    from tests.factories import MarketingListFactory
+
+    person = PersonFactory()
+    services.marketing_list_add(marketing_list=MarketingListFactory(), person_ids=[person.pk],
+                                source="staff")
+    rights.person_erase(person=person, source="staff")
+    assert not person.marketing_lists.exists()
+    assert "marketing_lists" in AuditEntry.objects.get(person_id=person.pk, action="erase").fields
