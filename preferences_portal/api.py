@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from drf_spectacular.utils import extend_schema
-from rest_framework import permissions, serializers, status
+from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -65,11 +65,14 @@ def update_portal_settings(data: dict) -> None:
 
 # -- endpoints ------------------------------------------------------------------------------------
 
-def _run(run: InvitationRun) -> dict:
-    return {"id": run.pk, "reason": run.reason, "purpose": run.purpose.key if run.purpose else None,
-            "state": run.state, "total": run.total, "processed": run.processed,
-            "sent": run.sent, "skipped": run.skipped, "created_at": run.created_at,
-            "finished_at": run.finished_at}
+class InvitationRunSerializer(serializers.ModelSerializer):
+    purpose = serializers.SlugRelatedField(slug_field="key", read_only=True)
+
+    class Meta:
+        model = InvitationRun
+        fields = ["id", "reason", "purpose", "state", "total", "processed", "sent", "skipped",
+                  "created_at", "finished_at"]
+        read_only_fields = fields
 
 
 class PortalInviteView(APIView):
@@ -94,28 +97,34 @@ class RepermissionView(APIView):
 
     permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(request=None, responses=serializers.DictField())
+    @extend_schema(request=None, responses=InvitationRunSerializer)
     def post(self, request, key):
         if not request.user.has_perm("preferences_portal.add_invitationrun"):
             self.permission_denied(request)
         purpose = get_object_or_404(ConsentPurpose, key=key)
         run = invitations.repermission_start(purpose=purpose, actor=request.user)
-        return Response(_run(run), status=status.HTTP_202_ACCEPTED)
+        return Response(InvitationRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)
 
 
-class InvitationRunsView(APIView):
-    """GET: the invitation runs with their progress (newest first), or one run."""
+class _RunsPermission(permissions.BasePermission):
+    def has_permission(self, request, view):
+        return request.user.has_perm("preferences_portal.view_invitationrun")
 
-    permission_classes = [permissions.IsAuthenticated]
 
-    @extend_schema(responses=serializers.DictField())
-    def get(self, request, pk=None):
-        if not request.user.has_perm("preferences_portal.view_invitationrun"):
-            self.permission_denied(request)
-        runs = InvitationRun.objects.select_related("purpose")
-        if pk is not None:
-            return Response(_run(get_object_or_404(runs, pk=pk)))
-        return Response({"results": [_run(run) for run in runs[:100]]})
+class InvitationRunListView(generics.ListAPIView):
+    """GET: the invitation runs with their progress, newest first."""
+
+    permission_classes = [permissions.IsAuthenticated, _RunsPermission]
+    serializer_class = InvitationRunSerializer
+    queryset = InvitationRun.objects.select_related("purpose")
+
+
+class InvitationRunDetailView(generics.RetrieveAPIView):
+    """GET: one invitation run's progress."""
+
+    permission_classes = [permissions.IsAuthenticated, _RunsPermission]
+    serializer_class = InvitationRunSerializer
+    queryset = InvitationRun.objects.select_related("purpose")
 
 
 urlpatterns = [
@@ -123,6 +132,6 @@ urlpatterns = [
          name="person-portal-invite"),
     path("consent-purposes/<slug:key>/repermission/", RepermissionView.as_view(),
          name="consent-purpose-repermission"),
-    path("invitation-runs/", InvitationRunsView.as_view(), name="invitation-runs"),
-    path("invitation-runs/<int:pk>/", InvitationRunsView.as_view(), name="invitation-run"),
+    path("invitation-runs/", InvitationRunListView.as_view(), name="invitation-runs"),
+    path("invitation-runs/<int:pk>/", InvitationRunDetailView.as_view(), name="invitation-run"),
 ]

@@ -220,10 +220,13 @@ def test_repermission_asks_only_people_whose_grant_is_on_an_older_text(
     assert InvitationRun.objects.get(pk=again["id"]).skipped["already_invited"] == 2
     body = admin_api.get(f"/api/invitation-runs/{run.pk}/").json()
     assert body["processed"] == 3 and body["purpose"] == "research"
+    listed = admin_api.get("/api/invitation-runs/").json()["results"]
+    assert [r["reason"] for r in listed] == ["repermission", "repermission", "enabled"]
 
 
 def test_repermission_statuses(admin_api, staff_api, outdated):
     assert staff_api.post("/api/consent-purposes/research/repermission/").status_code == 403
+    assert staff_api.get("/api/invitation-runs/").status_code == 403
     assert admin_api.post("/api/consent-purposes/nope/repermission/").status_code == 404
     consent_services.purpose_create(key="fresh", name="Fresh", kind="custom", title="Fresh",
                                     text="Only one version.")
