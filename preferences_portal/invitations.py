@@ -23,6 +23,7 @@ count as skipped `already_invited`.
 import logging
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.urls import reverse
@@ -188,9 +189,16 @@ def invitation_run_step(run_id: int, *, size: int | None = None) -> bool:
             run.save(update_fields=["state", "finished_at"])
             log.info("invitation run %s stopped: the preference page is disabled", run.pk)
             return False
-        people_qs = targets(run, portal)
-        if run.state == State.QUEUED:
-            run.total = people_qs.count()
+        try:
+            people_qs = targets(run, portal)
+            if run.state == State.QUEUED:
+                run.total = people_qs.count()
+        except ValidationError:
+            # A rule naming a field deleted since it was saved: stop rather than guess who.
+            run.state, run.finished_at = State.FAILED, clock.now()
+            run.save(update_fields=["state", "finished_at"])
+            log.warning("invitation run %s stopped: a rule no longer validates", run.pk)
+            return False
         run.state, run.finished_at = State.RUNNING, None
         if run.last_person_id:
             people_qs = people_qs.filter(pk__gt=run.last_person_id)
