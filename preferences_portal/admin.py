@@ -54,6 +54,16 @@ class PortalSettingsForm(forms.ModelForm):
             self._update_errors(error)
 
 
+def _summary(rule, *, empty) -> str:
+    if not rule:
+        return empty
+    try:
+        rules.validate(rule)
+    except ValidationError:
+        return "—"  # the form shows the error next to the rule
+    return rules.describe(rule)
+
+
 @admin.register(PortalSettings)
 class PortalSettingsAdmin(admin.ModelAdmin):
     """One row, edited in place: the list redirects to it; no add, no delete."""
@@ -71,11 +81,11 @@ class PortalSettingsAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("who may use the full page"))
     def who_may_access(self, obj):
-        return rules.describe(obj.access_rule)
+        return _summary(obj.access_rule, empty=_("everyone"))
 
     @admin.display(description=_("who is notified"))
     def who_is_notified(self, obj):
-        return rules.describe(obj.notification_rule) if obj.notification_rule else _("nobody")
+        return _summary(obj.notification_rule, empty=_("nobody"))
 
     def changelist_view(self, request, extra_context=None):
         return HttpResponseRedirect(reverse("admin:consents_portalsettings_change",
