@@ -8,6 +8,7 @@ each service names (`crm.lift_processing_stop`, `crm.erase_person`, Admins only)
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db.models import BooleanField, Case, Value, When
 from django.http import HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
@@ -328,11 +329,17 @@ class RightsRequestAdmin(admin.ModelAdmin):
     list_select_related = ("person", "handled_by")
     search_fields = ("=person_ref",)
     raw_id_fields = ("person",)
-    ordering = ("state", "due_at")
+    ordering = ("-is_open", "due_at")
     actions = ("close_done",)
     readonly_fields = ("person_link", "person_ref", "kind", "source", "state", "received_at",
                        "deadline", "handled_by", "handled_at", "note", "lifted_at",
                        "lifted_by", "lift_reason")
+
+    def get_queryset(self, request):
+        # Open requests first, the nearest deadline on top: the register is a work queue.
+        return RightsRequest.objects.annotate(is_open=Case(
+            When(state=RightsRequest.State.OPEN, then=Value(True)), default=Value(False),
+            output_field=BooleanField())).order_by(*self.ordering)
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         kwargs["form"] = RightsRequestAddForm if obj is None else RightsRequestCloseForm
@@ -355,6 +362,8 @@ class RightsRequestAdmin(admin.ModelAdmin):
     def person_link(self, obj):
         if obj.person_id is None:
             return _("(record deleted)")
+        if obj.person.erased_at is not None:
+            return _("(erased)")
         url = reverse("admin:crm_person_change", args=[obj.person_id])
         return format_html('<a href="{}">{}</a>', url, obj.person)
 

@@ -460,6 +460,11 @@ def test_register_lists_deadlines_highlights_overdue_and_is_admins_only(admin_cl
                                     {"deadline": "overdue"})
     assert b"2026-02-10" in page.content and b"overdue" in page.content
     assert len(overdue.context["cl"].result_list) == 1
+    # A later, already handled request lists below the open one: the register is a work queue.
+    with clock.frozen(datetime(2026, 2, 1, 9, 0, tzinfo=UTC)):
+        stop(PersonFactory())
+    rows = admin_client_.get(reverse("admin:crm_rightsrequest_changelist")).context["cl"]
+    assert [r.state for r in rows.result_list] == ["open", "done"]
     assert staff_browser.get(reverse("admin:crm_rightsrequest_changelist")).status_code == 403
 
 
