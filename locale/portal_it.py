@@ -158,9 +158,10 @@ IT = {
     "Not answered yet": "Nessuna risposta",
     "Yes, I agree": "Sì, acconsento",
     "Decide later": "Decido più tardi",
-    "“Yes” is only a suggestion: nothing is recorded unless you send the form and confirm.":
-        "«Sì» è solo un suggerimento: non registriamo nulla finché non invii il modulo e "
-        "confermi.",
+    "“Yes” is only our suggestion: we record your consent only if you also tick it on the "
+    "confirmation page.":
+        "«Sì» è solo un nostro suggerimento: registriamo il tuo consenso solo se lo spunti "
+        "anche nella pagina di conferma.",
     "Your rights": "I tuoi diritti",
     "Stop processing my data": "Smettete di trattare i miei dati",
     "Processing stopped": "Trattamento sospeso",
@@ -222,6 +223,16 @@ IT = {
         "sulle tue richieste (ad esempio una conferma che chiedi) potrebbero arrivarti "
         "comunque.",
     "Unsubscribe me": "Disiscrivimi",
+    "Our suggestion, for you to accept or not when you confirm: give my consent to %(name)s":
+        "Un nostro suggerimento, che puoi accettare o no quando confermi: do il mio consenso "
+        "a %(name)s",
+    "Our suggestions": "I nostri suggerimenti",
+    "You left these as we suggested. We record your consent only if you tick it here.":
+        "Li hai lasciati come li abbiamo suggeriti. Registriamo il tuo consenso solo se lo "
+        "spunti qui.",
+    "Yes, I agree: %(name)s": "Sì, acconsento: %(name)s",
+    "Stop processing": "Sospensione del trattamento",
+    "Erasure": "Cancellazione",
     "You are unsubscribed": "Sei disiscritto",
     "We will not send you marketing email any more. Only you can change this, by signing up "
     "again.":
@@ -241,6 +252,7 @@ def _quote(text: str) -> str:
 
 
 def merge(path):
+    """Fill in the msgstr of every entry whose msgid is ours, when it is empty or fuzzy."""
     import re
 
     blocks = path.read_text(encoding="utf-8").split("\n\n")
@@ -253,16 +265,18 @@ def merge(path):
                 '"Plural-Forms: nplurals=2; plural=(n != 1);\\n"')
             out.append(block)
             continue
-        match = re.search(r'^msgid ((?:".*"\n)+)msgstr ""$', block + "\n", re.M)
+        match = re.search(r'^msgid ((?:".*"\n)+)msgstr ((?:".*"\n?)+)', block + "\n", re.M)
         if not match or "msgid_plural" in block:
             out.append(block)
             continue
         msgid = _unquote(match[1].strip().split("\n"))
-        if msgid in IT and not re.search(r'^msgstr "."', block, re.M):
-            head = block[:block.index("msgstr")]
-            head = re.sub(r"^#, fuzzy(, )?", lambda m: "#, " if m[1] else "", head, flags=re.M)
-            head = re.sub(r"^#, \n", "", head, flags=re.M)
-            block = head + "msgstr " + _quote(IT[msgid])
+        fuzzy = re.search(r"^#,.*\bfuzzy\b", block, re.M)
+        if msgid in IT and (fuzzy or not _unquote(match[2].strip().split("\n"))):
+            head = block[:match.start()]
+            head = re.sub(r"^#\| .*\n", "", head, flags=re.M)
+            head = re.sub(r"^#, fuzzy, ", "#, ", head, flags=re.M)
+            head = re.sub(r"^#, fuzzy\n", "", head, flags=re.M)
+            block = head + "msgid " + match[1] + "msgstr " + _quote(IT[msgid])
         out.append(block)
     path.write_text("\n\n".join(out), encoding="utf-8")
 

@@ -188,19 +188,38 @@ def page_for(person: Person) -> Page:
     return page
 
 
+def _titles(changes: dict) -> dict[tuple[str, int], str]:
+    """(purpose key, version) → the title the contact read, for the consents in a change."""
+    wanted = {**changes.get("consents", {}), **changes.get("suggested", {})}
+    if not wanted:
+        return {}
+    rows = ConsentPurposeVersion.objects.filter(purpose__key__in=list(wanted)).values_list(
+        "purpose__key", "version", "title")
+    return {(key, version): title for key, version, title in rows}
+
+
 def change_summary(changes: dict) -> list[str]:
     """The change in words, one line per choice, in the active language (page, email, and the
-    confirmation page say the same)."""
+    confirmation page say the same). Consents are named by the title the contact read."""
     lines = []
     if changes.get("processing") == "resume":
         lines.append(_("Resume processing of my data"))
-    keys = list(changes.get("consents", {}))
-    names = dict(ConsentPurpose.objects.filter(key__in=keys).values_list("key", "name"))
+    titles = _titles(changes)
     for key, wanted in changes.get("consents", {}).items():
         template = (_("Give my consent: %(name)s (text version %(version)s)")
                     if wanted["state"] == ConsentState.GRANTED
                     else _("Withdraw my consent: %(name)s"))
-        lines.append(template % {"name": names.get(key, key), "version": wanted["version"]})
+        lines.append(template % {"name": titles.get((key, wanted["version"]), key),
+                                 "version": wanted["version"]})
+    accepted = changes.get("suggested_accepted")
+    for key, wanted in changes.get("suggested", {}).items():
+        name = titles.get((key, wanted["version"]), key)
+        if accepted is None:
+            lines.append(_("Our suggestion, for you to accept or not when you confirm: give my "
+                           "consent to %(name)s") % {"name": name})
+        elif key in accepted:
+            lines.append(_("Give my consent: %(name)s (text version %(version)s)")
+                         % {"name": name, "version": wanted["version"]})
     if changes.get("lists_leave"):
         for name in (MarketingList.objects.filter(pk__in=changes["lists_leave"])
                      .order_by("name").values_list("name", flat=True)):
@@ -214,6 +233,13 @@ def change_summary(changes: dict) -> list[str]:
     if changes.get("access"):
         lines.append(_("Give me a copy of my data to download"))
     return lines
+
+
+def suggestions(changes: dict) -> list[dict]:
+    """The admins' suggestions a change carries, for the confirmation page to ask about."""
+    titles = _titles(changes)
+    return [{"key": key, "title": titles.get((key, wanted["version"]), key)}
+            for key, wanted in changes.get("suggested", {}).items()]
 
 
 def expired(change: PendingChange) -> bool:

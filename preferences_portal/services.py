@@ -89,15 +89,22 @@ def _diff(*, page: selectors.Page, wanted: dict) -> dict:
         changes["opt_out"] = True
     if not page.full:
         return changes
-    consents = {}
+    consents, suggested = {}, {}
     for key, state in (wanted.get("consents") or {}).items():
         choice = page.consent(key)
         if choice is None or state not in selectors.ANSWERS or state == choice.state:
+            continue
+        if choice.suggested and state == ConsentState.GRANTED:
+            # A pre-selected suggestion left as it was is not a choice (CJEU, Planet49): it is
+            # granted only if the contact ticks it on the confirmation page.
+            suggested[key] = {"version": choice.version.version}
             continue
         # The version the contact read: a grant applies only if it is still the current text.
         consents[key] = {"state": state, "version": choice.version.version}
     if consents:
         changes["consents"] = consents
+    if suggested:
+        changes["suggested"] = suggested
     stopped = person.processing_stopped_at is not None
     if wanted.get("processing") == "stop" and not stopped:
         changes["processing"] = "stop"
@@ -190,10 +197,13 @@ class Applied:
     outdated: list = field(default_factory=list)
 
 
-def pending_change_confirm(*, token: str, ip: str | None = None,
+def pending_change_confirm(*, token: str, accepted=(), ip: str | None = None,
                            user_agent: str | None = None) -> Applied:
     """Apply the change once. The row lock serialises parallel clicks: the first applies it, the
-    others find it applied (ChangeNotPending). Everything commits together or not at all."""
+    others find it applied (ChangeNotPending). Everything commits together or not at all.
+
+    `accepted`: keys of the suggested consents the contact ticked on the confirmation page (the
+    others are not granted)."""
     with transaction.atomic():
         change = (PendingChange.objects.select_for_update(of=("self",))
                   .filter(token_hash=token_hash(token)).first())
@@ -203,7 +213,9 @@ def pending_change_confirm(*, token: str, ip: str | None = None,
         if state != State.PENDING:
             raise ChangeNotPending(not_pending_message(state), state=state)
         change.state, change.applied_at = State.APPLIED, clock.now()
-        change.save(update_fields=["state", "applied_at"])
+        change.changes = {**change.changes, "suggested_accepted": sorted(
+            set(accepted) & set(change.changes.get("suggested", {})))}
+        change.save(update_fields=["state", "applied_at", "changes"])
         outdated = _apply(change, ip=ip, user_agent=user_agent)
     logger.info("portal change %s applied", change.pk)
     return Applied(change=change, outdated=outdated)
@@ -225,9 +237,11 @@ def _apply(change: PendingChange, *, ip, user_agent) -> list[str]:
     if changes.get("processing") == "resume":
         person = rights.processing_resume(person=person, source=portal)
     outdated = []
-    purposes = {p.key: p for p in
-                ConsentPurpose.objects.filter(key__in=list(changes.get("consents", {})))}
-    for key, wanted in changes.get("consents", {}).items():
+    answers = {**{key: {"state": ConsentState.GRANTED, **changes["suggested"][key]}
+                 for key in changes.get("suggested_accepted", [])},
+              **changes.get("consents", {})}
+    purposes = {p.key: p for p in ConsentPurpose.objects.filter(key__in=list(answers))}
+    for key, wanted in answers.items():
         purpose = purposes.get(key)
         if purpose is None:
             continue
@@ -241,7 +255,7 @@ def _apply(change: PendingChange, *, ip, user_agent) -> list[str]:
             consent_services.consent_grant(**record)
         else:
             # Consent is given to a text: one the contact did not read cannot be agreed to.
-            outdated.append(purpose.name)
+            outdated.append(purpose.versions.get(version=wanted["version"]).title)
     for marketing_list in MarketingList.objects.filter(pk__in=changes.get("lists_leave", [])):
         crm_services.marketing_list_remove(marketing_list=marketing_list,
                                            person_ids=[person.pk], source=portal)

@@ -125,6 +125,7 @@ def preference_page(request, token):
 
 def _confirm_context(change, token):
     return {"change": change, "summary": selectors.change_summary(change.changes),
+            "suggestions": selectors.suggestions(change.changes),
             "token": token, "downloads": selectors.download_open(change)}
 
 
@@ -148,8 +149,8 @@ def confirm_change(request, token):
         return _private(render(request, "preferences_portal/confirm.html", context))
     try:
         applied = services.pending_change_confirm(
-            token=token, ip=request.META.get("REMOTE_ADDR"),
-            user_agent=request.META.get("HTTP_USER_AGENT"))
+            token=token, accepted=request.POST.getlist("accept"),
+            ip=request.META.get("REMOTE_ADDR"), user_agent=request.META.get("HTTP_USER_AGENT"))
     except services.ChangeNotPending as closed:
         change.refresh_from_db()
         return _private(render(request, "preferences_portal/confirm_closed.html", {

@@ -32,12 +32,11 @@ def portal(db, settings):
                                     text="We use your data to send you what you asked for.")
     tracking = consent_services.purpose_create(
         key="tracking", name="Engagement tracking", kind=PurposeKind.ENGAGEMENT_TRACKING,
-        title="Measure opens and clicks", text="We count which emails you open.",
-        default_selected=True)
+        title="Measure opens and clicks", text="We count which emails you open.")
     partners = consent_services.purpose_create(
         key="partners", name="Partner offers", kind=PurposeKind.CUSTOM,
         title="Offers from partners", text="We may tell you about partner offers.",
-        visibility_rule={"field": "region", "op": "eq", "value": "EU"})
+        visibility_rule={"field": "region", "op": "eq", "value": "EU"}, default_selected=True)
     return {"tracking": tracking, "partners": partners}
 
 

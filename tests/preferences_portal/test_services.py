@@ -41,8 +41,9 @@ def test_submission_stores_only_the_difference_and_changes_nothing_yet(
                     processing="stop", erasure=False)
     assert change.changes == {
         "lists_leave": [newsletter],
-        "consents": {"tracking": {"state": "revoked", "version": 1},
-                     "partners": {"state": "granted", "version": 1}},
+        "consents": {"tracking": {"state": "revoked", "version": 1}},
+        # The admins' pre-selected suggestion is not a choice until ticked when confirming.
+        "suggested": {"partners": {"version": 1}},
         "processing": "stop",
     }
     assert change.state == PendingChange.State.PENDING
@@ -60,7 +61,7 @@ def test_confirmation_goes_to_the_address_on_file_and_applies_through_the_owners
            opt_out=True, processing="stop", erasure=True, access=True)
     (message,) = mail.outbox
     assert message.to == ["giulia@example.org"]
-    assert "Give my consent: Engagement tracking" in message.body
+    assert "Give my consent: Measure opens and clicks" in message.body
     applied = services.pending_change_confirm(token=token_of(message), ip="203.0.113.9",
                                               user_agent="test")
     assert applied.outdated == []
@@ -77,6 +78,19 @@ def test_confirmation_goes_to_the_address_on_file_and_applies_through_the_owners
 
     assert set(RightsRequest.objects.filter(person_ref=person.pk).values_list("kind", flat=True)
                ) == {"access", "erasure", "restriction"}
+
+
+@pytest.mark.parametrize("ticked", [True, False])
+def test_a_suggestion_left_as_it_was_is_granted_only_if_ticked_when_confirming(
+        person, django_capture_on_commit_callbacks, ticked):
+    submit(person, django_capture_on_commit_callbacks, consents={"partners": "granted"},
+           processing="stop")
+    assert "Our suggestion" in mail.outbox[-1].body
+    applied = services.pending_change_confirm(token=last_token(),
+                                              accepted=["partners"] if ticked else [])
+    assert ConsentEvent.objects.filter(subject="partners").exists() is ticked
+    assert Person.objects.get(pk=person.pk).processing_stopped_at is not None
+    assert applied.change.changes["suggested_accepted"] == (["partners"] if ticked else [])
 
 
 def test_replayed_link_says_already_applied_and_changes_nothing(
@@ -151,7 +165,7 @@ def test_a_grant_to_a_text_changed_after_reading_is_not_recorded(
     consent_services.purpose_publish_version(purpose=portal["tracking"], title="New title",
                                              text="We now also count link clicks.")
     applied = services.pending_change_confirm(token=last_token())
-    assert applied.outdated == ["Engagement tracking"]
+    assert applied.outdated == ["Measure opens and clicks"]
     assert not Consent.objects.filter(person=person).exists()
 
 

@@ -46,9 +46,9 @@ def test_page_shows_every_section_in_order_privately(client, person, page_url):
     assert "Measure opens and clicks" in html and "Offers from partners" in html
     assert "g•••@example.org" in html and "giulia@example.org" not in html
     # The admins' default is only a suggestion, pre-selected while unanswered and said so.
-    assert re.search(r'value="granted" id="consent-tracking-granted" checked', html)
-    assert re.search(r'value="keep" id="consent-partners-keep" checked', html)
-    assert "is only a suggestion" in html
+    assert re.search(r'value="granted" id="consent-partners-granted" checked', html)
+    assert re.search(r'value="keep" id="consent-tracking-keep" checked', html)
+    assert "is only our suggestion" in html
     assert "None: we have not passed your data to any partner." in html
 
 
@@ -172,7 +172,7 @@ def test_confirm_get_and_head_change_nothing_post_applies_once(
     link = confirm_links(mail.outbox)[0].removeprefix("http://testserver")
     shown = client.get(link)
     assert shown.status_code == 200 and private(shown)
-    assert "Give my consent: Engagement tracking" in text_of(shown)
+    assert "Give my consent: Measure opens and clicks" in text_of(shown)
     assert client.head(link).status_code == 200
     assert not ConsentEvent.objects.filter(subject="tracking").exists()
     done = client.post(link)
