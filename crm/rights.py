@@ -25,6 +25,7 @@ from django.utils.translation import gettext as _
 from config import clock
 from encryption.cipher import DecryptionError
 from encryption.datakeys import destroy_data_key
+from encryption.models import FieldAccessLog
 from encryption.router import keys_db
 from encryption.values import open_value
 
@@ -387,8 +388,14 @@ def person_export(*, person) -> dict:
         "rights_requests": [
             {"kind": r.kind, "state": r.state, "received_at": _plain(r.received_at),
              "due_at": _plain(r.due_at), "handled_at": _plain(r.handled_at),
-             "lifted_at": _plain(r.lifted_at)}
+             "lifted_at": _plain(r.lifted_at), "lift_reason": r.lift_reason}
             for r in RightsRequest.objects.filter(person_ref=current.pk)
+        ],
+        # When a sensitive value of theirs was revealed to staff, in which role (not who).
+        "sensitive_field_reveals": [
+            {"field": field, "role": role, "at": _plain(at)}
+            for field, role, at in FieldAccessLog.objects.filter(subject_id=current.pk)
+            .order_by("seq").values_list("field", "role", "at")
         ],
         # Which fields changed, when and through which path (never values, never staff names).
         "history": [

@@ -228,6 +228,20 @@ def test_export_holds_every_section_and_decrypts_for_the_contact():
     assert {"consents", "email", "history", "rights_requests"} <= set(data)
 
 
+def test_export_tells_when_a_sensitive_value_was_revealed_by_role_not_by_name(settings):
+    from crm.models import FieldDefinition
+    from crm.reveal import person_reveal
+
+    admin = AdminUserFactory(username="ada.admin")
+    FieldDefinition.objects.get(key="card_number").reveal_groups.add(*admin.groups.all())
+    person = PersonFactory(card_number="4111 1111 1111 1111")
+    person_reveal(person=person, field_key="card_number", user=admin, reason="ticket 9",
+                  ip="10.0.0.1")
+    reveals = rights.person_export(person=person)["sensitive_field_reveals"]
+    assert [(r["field"], r["role"]) for r in reveals] == [("card_number", "Admins")]
+    assert "ada.admin" not in str(reveals)
+
+
 def test_export_csv_neutralises_formulas():
     person = PersonFactory(first_name="=HYPERLINK(\"http://evil\")")
     text = rights.person_export_csv(person=person)
