@@ -209,6 +209,8 @@ def pending_change_confirm(*, token: str, accepted=(), ip: str | None = None,
                   .filter(token_hash=token_hash(token)).first())
         if change is None:
             raise ChangeLinkInvalid(_("This link is not valid."))
+        if Person.objects.filter(pk=change.person_id, erased_at__isnull=False).exists():
+            raise ChangeLinkInvalid(_("This link is not valid."))
         state = link_state(change)
         if state != State.PENDING:
             raise ChangeNotPending(not_pending_message(state), state=state)
@@ -270,6 +272,12 @@ def _apply(change: PendingChange, *, ip, user_agent) -> list[str]:
     if changes.get("access"):
         rights.rights_request_record(person=person, kind="access", source=portal)
     return outdated
+
+
+def pending_changes_erase(person_id) -> None:
+    """The preference page's eraser (crm.extensions.erasers): a person's pending and past
+    changes go with their data, so no confirmation link of theirs works after erasure."""
+    PendingChange.objects.filter(person_id=person_id).delete()
 
 
 # -- "Download my data" ---------------------------------------------------------------------------

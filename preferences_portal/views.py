@@ -1,5 +1,7 @@
 """Pages a contact sees. No GET changes state: a link opens a page whose button POSTs."""
 
+from functools import wraps
+
 from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import render
@@ -24,6 +26,16 @@ def _private(response):
     response["Cache-Control"] = "no-store"
     response["Referrer-Policy"] = "no-referrer"
     return response
+
+
+def _always_private(view):
+    """Every response of a view whose URL carries a secret is private, refusals (405) too."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        return _private(view(request, *args, **kwargs))
+
+    return wrapper
 
 
 def _use_language(request, *preferred: str) -> str:
@@ -96,6 +108,7 @@ def _page(request, person, *, status=200, **extra):
 
 
 @portal_csrf_protect
+@_always_private
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 def preference_page(request, token):
@@ -130,6 +143,7 @@ def _confirm_context(change, token):
 
 
 @portal_csrf_protect
+@_always_private
 @never_cache
 @require_http_methods(["GET", "HEAD", "POST"])
 def confirm_change(request, token):
@@ -162,6 +176,7 @@ def confirm_change(request, token):
         **_confirm_context(applied.change, token), "outdated": applied.outdated}))
 
 
+@_always_private
 @never_cache
 @require_http_methods(["GET", "HEAD"])
 def download_data(request, token, fmt):

@@ -212,3 +212,14 @@ def test_confirmed_download_gives_json_and_csv_for_a_limited_time(
     with clock.frozen(clock.now() + timedelta(hours=49)), \
             pytest.raises(services.ChangeLinkInvalid):
         services.pending_change_export(token=token, fmt="json")
+
+
+def test_erasure_voids_waiting_confirmation_links(person, django_capture_on_commit_callbacks):
+    from crm import rights
+
+    submit(person, django_capture_on_commit_callbacks, consents={"tracking": "granted"})
+    rights.person_erase(person=person, source="staff")
+    with pytest.raises(services.ChangeLinkInvalid):
+        services.pending_change_confirm(token=last_token())
+    services.pending_changes_erase(person.pk)
+    assert not PendingChange.objects.filter(person=person).exists()

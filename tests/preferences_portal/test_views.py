@@ -83,6 +83,18 @@ def test_reveals_show_role_and_date_never_who(client, person, page_url):
     assert "Support" in html and "rita.reveal" not in html and "identity check" not in html
 
 
+def test_confirmation_email_speaks_the_pages_language(
+        client, portal, django_capture_on_commit_callbacks):
+    italian = PersonFactory(language="it")
+    post(client, f"/p/{make_token(italian, purpose='portal')}/",
+         django_capture_on_commit_callbacks, {"action": "save", "processing": "stop"})
+    (message,) = [m for m in mail.outbox if "/confirm-change/" in m.body]
+    assert message.subject == "Conferma le modifiche alle tue scelte sulla privacy"
+    assert "Smettete di trattare i miei dati" in message.body
+    link = confirm_links([message])[0].removeprefix("http://testserver")
+    assert "Conferma queste modifiche" in text_of(client.get(link))
+
+
 def test_page_speaks_the_persons_language_then_the_browsers(client, portal):
     italian = PersonFactory(language="it")
     url = f"/p/{make_token(italian, purpose='portal')}/"
@@ -228,10 +240,12 @@ def test_nothing_to_change_and_bad_input(client, person, page_url):
     assert not PendingChange.objects.exists()
 
 
-def test_invalid_links_get_404_privately(client, portal):
+def test_invalid_links_and_refused_methods_answer_privately(client, portal, page_url):
     for url in ("/p/nope/", "/confirm-change/nope/", "/confirm-change/nope/my-data.json"):
         response = client.get(url)
         assert response.status_code == 404 and private(response), url
+    refused = client.put(page_url)
+    assert refused.status_code == 405 and private(refused)
 
 
 def test_erasure_kills_old_links_and_a_new_one_shows_only_that_data_was_erased(
