@@ -5,10 +5,12 @@ A person the admins' access rule does not admit (or anyone, while the page is di
 only the email preferences; `page_admits` is the one place that decides it.
 """
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
+from django.db.models import Count, Max
 from django.utils.translation import gettext as _
 
 from config import clock
@@ -33,24 +35,50 @@ ANSWERS = (ConsentState.GRANTED, ConsentState.REVOKED)
 REVEALS_SHOWN = 50
 
 
-def _matches(rule, person, consents) -> bool:
-    if not rule:
-        return True
-    try:
-        return rules.to_predicate(rule)(person, consents)
-    except ValidationError:
+# Compiled rules, per process. Compiling reads the field registry and the purposes (two
+# queries a rule), which would make the page's cost grow with every purpose; a compiled rule is
+# reused while the registry is unchanged (one cheap query a page checks it).
+_compiled: dict[tuple, object] = {}
+
+
+class RuleBook:
+    """Evaluates rules for one page view; the registry is checked once, whatever the rules."""
+
+    def __init__(self):
+        self._stamp = None
+
+    def _predicate(self, rule):
+        if self._stamp is None:
+            self._stamp = tuple(FieldDefinition.objects.aggregate(
+                changed=Max("updated_at"), count=Count("id")).values())
+        key = (json.dumps(rule, sort_keys=True), self._stamp)
+        if key not in _compiled:
+            try:
+                predicate = rules.to_predicate(rule)
+            except ValidationError:
+                return None  # not cached: the rule may fit once a field or purpose exists
+            if len(_compiled) > 1000:
+                _compiled.clear()
+            _compiled[key] = predicate
+        return _compiled[key]
+
+    def matches(self, rule, person, consents) -> bool:
+        if not rule:
+            return True
+        predicate = self._predicate(rule)
         # A rule that no longer fits (a field was deleted): fail closed, show less.
-        return False
+        return predicate is not None and predicate(person, consents)
 
 
-def page_admits(person: Person, *, consents: dict | None = None, settings=None) -> bool:
+def page_admits(person: Person, *, consents: dict | None = None, settings=None,
+                book: RuleBook | None = None) -> bool:
     """May this person use the whole page (consents, rights), not only email preferences?"""
     settings = settings or portal_settings()
     if not settings.enabled:
         return False
     if consents is None and settings.access_rule:
         consents = _consent_states(person)
-    return _matches(settings.access_rule, person, consents or {})
+    return (book or RuleBook()).matches(settings.access_rule, person, consents or {})
 
 
 def _consent_states(person) -> dict[str, str]:
@@ -112,8 +140,10 @@ def masked_address(email: str) -> str:
     return f"{local[:1]}•••@{domain}"
 
 
-def visible_consents(person: Person, consents: dict[str, Consent]) -> list[ConsentChoice]:
+def visible_consents(person: Person, consents: dict[str, Consent], *,
+                     book: RuleBook | None = None) -> list[ConsentChoice]:
     """Active purposes with a published text whose visibility rule admits the person."""
+    book = book or RuleBook()
     states = {key: c.state for key, c in consents.items()}
     latest: dict[int, ConsentPurposeVersion] = {}
     for version in (ConsentPurposeVersion.objects.filter(purpose__active=True)
@@ -122,7 +152,7 @@ def visible_consents(person: Person, consents: dict[str, Consent]) -> list[Conse
     choices = []
     for version in sorted(latest.values(), key=lambda v: (v.purpose.position, v.purpose.key)):
         purpose = version.purpose
-        if not _matches(purpose.visibility_rule, person, states):
+        if not book.matches(purpose.visibility_rule, person, states):
             continue
         consent = consents.get(purpose.key)
         state = consent.state if consent else ConsentState.UNKNOWN
@@ -177,12 +207,13 @@ def page_for(person: Person) -> Page:
                 settings=settings)
     consents = {c.purpose.key: c for c in
                 Consent.objects.filter(person=person).select_related("purpose", "version")}
+    book = RuleBook()
     page.full = page_admits(person, consents={k: c.state for k, c in consents.items()},
-                            settings=settings)
+                            settings=settings, book=book)
     if not page.full:
         return page
     page.policy = current_policy()
-    page.consents = visible_consents(person, consents)
+    page.consents = visible_consents(person, consents, book=book)
     page.reveals = reveals_of(person)
     page.recipients = recipients_of(person)
     return page

@@ -52,6 +52,29 @@ def test_page_shows_every_section_in_order_privately(client, person, page_url):
     assert "None: we have not passed your data to any partner." in html
 
 
+def test_page_queries_do_not_grow_with_purposes_lists_and_rules(client, person, page_url):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from consents import services as consent_services
+    from consents.models import PurposeKind
+
+    def queries() -> int:
+        client.get(page_url)  # compiles the rules once per process
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(page_url).status_code == 200
+        return len(captured)
+
+    before = queries()
+    set_portal(access_rule={"field": "country", "op": "in", "value": ["IT", "DE"]})
+    for n in range(5):
+        consent_services.purpose_create(
+            key=f"extra{n}", name=f"Extra {n}", kind=PurposeKind.CUSTOM, title=f"Extra {n}",
+            text="More.", visibility_rule={"any": [{"field": "region", "op": "eq", "value": "EU"},
+                                                   {"consent": "tracking", "state": "granted"}]})
+    assert queries() == before <= 10
+
+
 def test_purpose_hidden_from_people_its_visibility_rule_does_not_admit(client, portal):
     person = PersonFactory(region="NA")
     html = text_of(client.get(f"/p/{make_token(person, purpose='portal')}/"))
