@@ -23,6 +23,7 @@ import http.client
 import os
 import random
 import secrets
+import socket
 import statistics
 import subprocess
 import sys
@@ -139,6 +140,8 @@ def start_server(args, env) -> subprocess.Popen:
          "portal_server:application"], env=env, cwd=ROOT)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        if server.poll() is not None:  # e.g. the port was taken: never measure another server
+            raise SystemExit(f"gunicorn exited with {server.returncode}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=2)
             conn.request("GET", "/bench/one-query/00000000-0000-4000-8000-000000000000/")
@@ -206,13 +209,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--conn-max-age", type=int, default=60)
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL", "")
     if not url.startswith("postgres"):
         raise SystemExit("Set DATABASE_URL to a scratch PostgreSQL database.")
 
+    if not args.port:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            args.port = probe.getsockname()[1]
     env = server_env(args)
     os.environ.update(env)
     setup_database(url)
