@@ -450,7 +450,9 @@ def test_staff_do_not_see_the_lift_and_erase_actions(staff_client):
 
 
 def test_admin_delete_record_runs_the_erasers(admin_client_):
-    person = PersonFactory(email="deleted@example.org")
+    person = PersonFactory(email="deleted@example.org", first_name="Ephemera")
+    from django.contrib.admin.models import LogEntry
+
     from campaigns.emails import enqueue
 
     enqueue(person=person, kind="adhoc", template="adhoc",
@@ -459,6 +461,9 @@ def test_admin_delete_record_runs_the_erasers(admin_client_):
     assert response.status_code == 302
     assert not Person.objects.filter(pk=person.pk).exists()
     assert not EmailMessage.objects.filter(to_address="deleted@example.org").exists()
+    # Django's own history of the deletion keeps the id, not the name.
+    assert LogEntry.objects.filter(object_id=str(person.pk)).exists()
+    assert not LogEntry.objects.filter(object_repr__contains="Ephemera").exists()
 
 
 # -- the register in the admin --------------------------------------------------------------------
@@ -484,11 +489,14 @@ def test_register_lists_deadlines_highlights_overdue_and_is_admins_only(admin_cl
 
 def test_admin_records_a_request_by_hand_and_closes_it(admin_client_, admin_user_):
     person = PersonFactory()
+    assert admin_client_.get(reverse("admin:crm_rightsrequest_add")).status_code == 200
     added = admin_client_.post(reverse("admin:crm_rightsrequest_add"), {
         "person": str(person.pk), "kind": "access", "note": "Letter of 3 March"})
     assert added.status_code == 302, added.content
     request = RightsRequest.objects.get(person_ref=person.pk)
     assert (request.kind, request.state, request.source) == ("access", "open", "staff")
+    change = reverse("admin:crm_rightsrequest_change", args=[request.pk])
+    assert b"Close the request" in admin_client_.get(change).content
     closed = admin_client_.post(reverse("admin:crm_rightsrequest_change", args=[request.pk]),
                                 {"close_as": "done", "close_note": "Export sent"})
     assert closed.status_code == 302
