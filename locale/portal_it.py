@@ -119,9 +119,9 @@ IT = {
     "Some choices could not be read. Please check them and send the form again.":
         "Non è stato possibile leggere alcune scelte. Controllale e invia di nuovo il modulo.",
     "Waiting for your confirmation": "In attesa della tua conferma",
-    "On %(sent)s we emailed a confirmation link to %(address)s. It works until %(until)s. "
+    "On %(sent)s we emailed a confirmation link, valid until %(until)s, to %(address)s. "
     "Nothing below has changed yet:":
-        "Il %(sent)s abbiamo inviato un link di conferma a %(address)s. Funziona fino al "
+        "Il %(sent)s abbiamo inviato a %(address)s un link di conferma, valido fino al "
         "%(until)s. Per ora non è cambiato nulla:",
     "If you send the form again, the new choices replace these and the earlier link stops "
     "working.":
@@ -210,9 +210,9 @@ IT = {
         "Abbiamo inviato un link di conferma a <strong>%(address)s</strong>. Per ora non è "
         "cambiato nulla: le tue scelte vengono salvate solo quando apri quel link.",
     "What will change": "Cosa cambierà",
-    "The link works once, until %(until)s. If the email does not arrive, look in your spam "
+    "The link works once, until %(until)s: if the email does not arrive, look in your spam "
     "folder.":
-        "Il link funziona una sola volta, fino al %(until)s. Se l'email non arriva, controlla "
+        "Il link funziona una sola volta, fino al %(until)s: se l'email non arriva, controlla "
         "la cartella dello spam.",
     "Back to my choices": "Torna alle mie scelte",
     "Unsubscribe": "Disiscriviti",
