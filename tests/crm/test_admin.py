@@ -5,9 +5,10 @@ from django.urls import reverse
 
 from campaigns.models import DoubleOptInBatch, EmailMessage, MailboxMessage
 from config import clock
-from consents.models import ConsentEvent, ConsentSettings
+from consents.models import ConsentEvent, ConsentSettings, PortalSettings
 from crm.models import AuditEntry, Contact, FieldType, Lead, Person
 from encryption.models import FieldAccessLog
+from preferences_portal.models import InvitationRun
 from tests.factories import (
     FieldDefinitionFactory,
     MailboxMessageFactory,
@@ -34,7 +35,7 @@ def test_every_admin_list_and_form_renders_for_an_admin(admin_client_):
     OrganisationFactory()
     MarketingListFactory()
     read_only = {MailboxMessage, AuditEntry, FieldAccessLog, ConsentEvent, ConsentSettings,
-                 EmailMessage, DoubleOptInBatch}
+                 EmailMessage, DoubleOptInBatch, PortalSettings, InvitationRun}
     for model, _model_admin, info in admin_urls():
         response = admin_client_.get(reverse("admin:{}_{}_changelist".format(*info)),
                                      follow=True)
