@@ -11,6 +11,7 @@ back in the queue: nothing is lost, and at most that one message goes twice.
 """
 
 import contextlib
+import io
 import json
 import logging
 import re
@@ -19,6 +20,8 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
+from email.generator import BytesGenerator
+from email.policy import Compat32
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -309,8 +312,31 @@ class _HandOff:
         mime = message.message()
         if mime.is_multipart():
             mime.set_boundary(f"==============={uuid.uuid4().hex}==")
-        self.backend.connection.sendmail(self.envelope_from, recipients,
-                                         mime.as_bytes(linesep="\r\n"))
+        self.backend.connection.sendmail(self.envelope_from, recipients, wire_bytes(mime))
+
+
+class _PlainHeaders(Compat32):
+    """compat32 (the policy Django's messages use), except that a header which is plain ASCII
+    and fits on one line is written as it is, without building an email.header.Header for it:
+    compat32 would write the same bytes (it has nothing to fold or encode), and those Header
+    objects were a fifth of a worker's CPU per message."""
+
+    def fold_binary(self, name, value):
+        limit = self.max_line_length
+        if (isinstance(value, str) and value.isascii() and "\n" not in value
+                and "\r" not in value and limit and len(name) + 2 + len(value) <= limit):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_WIRE_POLICY = _PlainHeaders(linesep="\r\n")
+
+
+def wire_bytes(mime) -> bytes:
+    """`mime` as SMTP DATA: what Django's `as_bytes(linesep="\\r\\n")` gives, made faster."""
+    out = io.BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=_WIRE_POLICY).flatten(mime, linesep="\r\n")
+    return out.getvalue()
 
 
 _MARK_SENT = (  # the table name is ours; every value is a parameter

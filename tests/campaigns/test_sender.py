@@ -93,3 +93,16 @@ def test_other_backends_get_their_own_send_messages(settings):
     assert not hand_off.smtp
     hand_off(_message("anna@example.org"))
     assert mail.outbox[-1].to == ["anna@example.org"]
+
+
+@pytest.mark.parametrize("subject", [
+    "Hello", "Grüße aus Köln — Neuigkeiten", "A long subject " * 12, "Tabs\tand  double  spaces",
+    "x" * 100, "=?utf-8?q?looks_encoded?=",
+])
+def test_wire_bytes_are_what_django_would_put_on_the_wire(subject):
+    message = _message("anna@example.org", subject=subject)
+    message.extra_headers["List-Unsubscribe"] = "<https://crm.example.com/u/" + "a" * 90 + "/>"
+    message.extra_headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    mime = message.message()
+    mime.set_boundary("===============fixed==")
+    assert sender.wire_bytes(mime) == mime.as_bytes(linesep="\r\n")
