@@ -10,10 +10,19 @@ class PreferencesPortalConfig(AppConfig):
         # Plug into the apps below (they never import this one): the "portal" section of
         # /api/settings/, invitations when the page is enabled or a purpose is added, and the
         # staff buttons on people and purposes.
-        from consents import services as consent_services
-        from crm import extensions
+        from django.db.models.signals import post_delete, post_save
 
-        from . import api, invitations
+        from consents import services as consent_services
+        from consents.models import (
+            ConsentPurpose,
+            ConsentPurposeVersion,
+            PolicyVersion,
+            PortalSettings,
+        )
+        from crm import extensions
+        from crm.models import FieldDefinition
+
+        from . import api, invitations, services
 
         extensions.settings_sections["portal"] = extensions.SettingsSection(
             read=api.read_portal_settings, update=api.update_portal_settings,
@@ -22,6 +31,13 @@ class PreferencesPortalConfig(AppConfig):
             consent_services.portal_enabled_hooks.append(invitations.on_portal_enabled)
         if invitations.on_purpose_created not in consent_services.purpose_created_hooks:
             consent_services.purpose_created_hooks.append(invitations.on_purpose_created)
+        extensions.erasers["preferences_portal"] = services.pending_changes_erase
+        # Every page shows these rows alike; each process keeps them while the stamp holds.
+        for model in (PortalSettings, ConsentPurpose, ConsentPurposeVersion, PolicyVersion,
+                      FieldDefinition):
+            for signal in (post_save, post_delete):
+                signal.connect(services.shared_stamp_bump, sender=model,
+                               dispatch_uid=f"portal-shared-stamp:{model._meta.label}")
         # The admin app (first in INSTALLED_APPS) has registered every admin module by now.
         from .admin import extend_admins
 

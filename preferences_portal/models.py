@@ -80,3 +80,16 @@ class InvitationRun(models.Model):
 
     def __str__(self):
         return f"{self.get_reason_display()} — {self.get_state_display()}"
+
+
+class SharedStamp(models.Model):
+    """One row whose value changes whenever a row that every preference page shows alike changes
+    (the portal settings, purposes and their texts, the policy, the field registry the rules are
+    compiled against). A process keeps those rows in memory and reads this stamp with the page's
+    own query: it is in the database, not the cache, so it changes in the writer's transaction,
+    holds in every process whatever the cache backend, and rolls back with the write."""
+
+    value = models.CharField(max_length=32)
+
+    def __str__(self):
+        return self.value

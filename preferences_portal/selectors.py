@@ -7,10 +7,13 @@ only the email preferences; `page_admits` is the one place that decides it.
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.db.models import Count, Max
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 
 from config import clock
@@ -37,15 +40,16 @@ REVEALS_SHOWN = 50
 
 # Compiled rules, per process. Compiling reads the field registry and the purposes (two
 # queries a rule), which would make the page's cost grow with every purpose; a compiled rule is
-# reused while the registry is unchanged (one cheap query a page checks it).
+# reused while the registry is unchanged (the shared stamp, or a cheap check of the registry).
 _compiled: dict[tuple, object] = {}
 
 
 class RuleBook:
-    """Evaluates rules for one page view; the registry is checked once, whatever the rules."""
+    """Evaluates rules for one page view; the registry is checked once, whatever the rules.
+    Give `stamp` (the shared stamp, which changes with the registry) when already read."""
 
-    def __init__(self):
-        self._stamp = None
+    def __init__(self, stamp: str | None = None):
+        self._stamp = stamp
 
     def _predicate(self, rule):
         if self._stamp is None:
@@ -68,6 +72,48 @@ class RuleBook:
         predicate = self._predicate(rule)
         # A rule that no longer fits (a field was deleted): fail closed, show less.
         return predicate is not None and predicate(person, consents)
+
+
+# -- what every page shows alike ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Shared:
+    """The rows every page shows alike, as of `stamp` (see SharedStamp)."""
+
+    stamp: str | None
+    settings: object  # the portal settings row
+    purpose_keys: dict  # id -> key, every purpose (rules name purposes by key)
+    offered: list  # the latest text of each active purpose, in page order
+    policies: list  # every policy version, newest first
+
+    def policy_at(self, now) -> PolicyVersion | None:
+        return next((p for p in self.policies if p.effective_at <= now), None)
+
+
+_shared: Shared | None = None
+
+
+def shared_rows(stamp: str | None) -> Shared:
+    """The shared rows, from this process's memory while `stamp` (read by the caller in the
+    same query as the person's own rows) is the one they were read at; else read afresh.
+    Read after the stamp, they are at least as new as it: a stale copy can never be kept under
+    a newer stamp."""
+    global _shared
+    kept = _shared
+    if stamp is not None and kept is not None and kept.stamp == stamp:
+        return kept
+    latest: dict[int, ConsentPurposeVersion] = {}
+    for version in (ConsentPurposeVersion.objects.filter(purpose__active=True)
+                    .select_related("purpose").order_by("purpose_id", "-version")):
+        latest.setdefault(version.purpose_id, version)
+    fresh = Shared(
+        stamp=stamp, settings=portal_settings(),
+        purpose_keys=dict(ConsentPurpose.objects.values_list("id", "key")),
+        offered=sorted(latest.values(), key=lambda v: (v.purpose.position, v.purpose.key)),
+        policies=list(PolicyVersion.objects.order_by("-version")))
+    if stamp is not None:
+        _shared = fresh
+    return fresh
 
 
 def page_admits(person: Person, *, consents: dict | None = None, settings=None,
@@ -140,17 +186,32 @@ def masked_address(email: str) -> str:
     return f"{local[:1]}•••@{domain}"
 
 
-def visible_consents(person: Person, consents: dict[str, Consent], *,
+@dataclass(frozen=True)
+class Held:
+    """A consent the person holds: its state, since when, and the text version it refers to."""
+
+    state: str
+    updated_at: datetime | None
+    version: int | None
+
+
+@dataclass(frozen=True)
+class ListChoice:
+    """A mailing list the person is on."""
+
+    pk: int
+    name: str
+    description: str
+
+
+def visible_consents(person: Person, consents: dict[str, Held], *, offered,
                      book: RuleBook | None = None) -> list[ConsentChoice]:
-    """Active purposes with a published text whose visibility rule admits the person."""
+    """The offered purposes (latest texts of the active ones, in page order) whose visibility
+    rule admits the person."""
     book = book or RuleBook()
     states = {key: c.state for key, c in consents.items()}
-    latest: dict[int, ConsentPurposeVersion] = {}
-    for version in (ConsentPurposeVersion.objects.filter(purpose__active=True)
-                    .select_related("purpose").order_by("purpose_id", "-version")):
-        latest.setdefault(version.purpose_id, version)
     choices = []
-    for version in sorted(latest.values(), key=lambda v: (v.purpose.position, v.purpose.key)):
+    for version in offered:
         purpose = version.purpose
         if not book.matches(purpose.visibility_rule, person, states):
             continue
@@ -161,14 +222,9 @@ def visible_consents(person: Person, consents: dict[str, Consent], *,
         choices.append(ConsentChoice(
             purpose=purpose, version=version, state=state,
             since=consent.updated_at if consent and state in ANSWERS else None,
-            answered_version=consent.version.version if consent and consent.version else None,
+            answered_version=consent.version if consent else None,
             selected=selected, suggested=suggested))
     return choices
-
-
-def current_policy() -> PolicyVersion | None:
-    return (PolicyVersion.objects.filter(effective_at__lte=clock.now())
-            .order_by("-version").first())
 
 
 def pending_for(person: Person) -> PendingChange | None:
@@ -199,22 +255,79 @@ def recipients_of(person: Person) -> list[dict]:
     return found
 
 
+# The person's own rows in one round trip: the page's cost is mostly round trips, and building
+# this as four ORM querysets cost three times what running it does. Rows are shaped (kind, ref,
+# text, more, number, at): their consents (purpose id, state, -, text version, since), their
+# lists (id, name, description), a change waiting for confirmation (rare: read in full only
+# then), and the shared stamp with whether staff ever revealed their data (rare, likewise).
+# Plain SQL portable to SQLite (no parentheses or LIMIT around the parts of the UNION).
+_OWN_ROWS = """
+SELECT 'consent', c.purpose_id, c.state, NULL, v.version, c.updated_at
+  FROM consents_consent c LEFT JOIN consents_consentpurposeversion v ON v.id = c.version_id
+ WHERE c.person_id = %(person)s
+UNION ALL
+SELECT 'list', l.id, l.name, l.description, NULL, NULL
+  FROM crm_listmembership m JOIN crm_marketinglist l ON l.id = m.marketing_list_id
+ WHERE m.person_id = %(person)s
+UNION ALL
+SELECT 'pending', NULL, NULL, NULL, NULL, p.created_at
+  FROM preferences_portal_pendingchange p
+ WHERE p.person_id = %(person)s AND p.state = %(pending)s AND p.expires_at >= %(now)s
+UNION ALL
+SELECT 'stamp', NULL, s.value, NULL,
+       CASE WHEN EXISTS (SELECT 1 FROM encryption_fieldaccesslog r
+                          WHERE r.subject_id = %(person)s) THEN 1 ELSE 0 END, NULL
+  FROM preferences_portal_sharedstamp s
+ WHERE s.id = 1
+"""
+
+
+def _moment(value):
+    # PostgreSQL returns aware datetimes; SQLite returns text, which the ORM would convert.
+    if isinstance(value, str):
+        value = parse_datetime(value)
+        if value is not None and timezone.is_naive(value):
+            value = timezone.make_aware(value, UTC)
+    return value
+
+
+def _own_rows(person: Person) -> list[tuple]:
+    ops = connection.ops
+    params = {"person": Person._meta.pk.get_db_prep_value(person.pk, connection),
+              "pending": PendingChange.State.PENDING,
+              "now": ops.adapt_datetimefield_value(clock.now())}
+    with connection.cursor() as cursor:
+        cursor.execute(_OWN_ROWS, params)
+        return [(kind, ref, text, more, number, _moment(at))
+                for kind, ref, text, more, number, at in cursor.fetchall()]
+
+
 def page_for(person: Person) -> Page:
     """Everything the page shows, for a person the caller already identified by their link."""
-    settings = portal_settings()
-    lists = list(MarketingList.objects.filter(listmembership__person=person).order_by("name"))
-    page = Page(person=person, full=False, lists=lists, pending=pending_for(person),
-                settings=settings)
-    consents = {c.purpose.key: c for c in
-                Consent.objects.filter(person=person).select_related("purpose", "version")}
-    book = RuleBook()
+    held_by_id, lists, stamp, pending, revealed = {}, [], None, False, False
+    for kind, ref, text, more, number, at in _own_rows(person):
+        if kind == "consent":
+            held_by_id[ref] = Held(state=text, updated_at=at, version=number)
+        elif kind == "list":
+            lists.append(ListChoice(pk=ref, name=text, description=more or ""))
+        elif kind == "pending":
+            pending = True
+        else:
+            stamp, revealed = text, bool(number)
+    shared = shared_rows(stamp)
+    consents = {shared.purpose_keys[pk]: held for pk, held in held_by_id.items()
+                if pk in shared.purpose_keys}
+    lists.sort(key=lambda item: item.name)
+    page = Page(person=person, full=False, lists=lists, settings=shared.settings,
+                pending=pending_for(person) if pending else None)
+    book = RuleBook(stamp)
     page.full = page_admits(person, consents={k: c.state for k, c in consents.items()},
-                            settings=settings, book=book)
+                            settings=shared.settings, book=book)
     if not page.full:
         return page
-    page.policy = current_policy()
-    page.consents = visible_consents(person, consents, book=book)
-    page.reveals = reveals_of(person)
+    page.policy = shared.policy_at(clock.now())
+    page.consents = visible_consents(person, consents, offered=shared.offered, book=book)
+    page.reveals = reveals_of(person) if revealed else []
     page.recipients = recipients_of(person)
     return page
 

@@ -10,6 +10,7 @@ stored. Confirming applies the change exactly once, through the services that ow
 import json
 import logging
 import secrets
+import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -34,7 +35,7 @@ from crm.errors import ServiceError
 from crm.models import MarketingList, Person
 
 from . import selectors
-from .models import PendingChange
+from .models import PendingChange, SharedStamp
 
 logger = logging.getLogger(__name__)
 
@@ -272,6 +273,16 @@ def _apply(change: PendingChange, *, ip, user_agent) -> list[str]:
     if changes.get("access"):
         rights.rights_request_record(person=person, kind="access", source=portal)
     return outdated
+
+
+def shared_stamp_bump(**_signal) -> None:
+    """A row every page shows alike changed: give the shared stamp a new value, in the writer's
+    transaction, so each process reads those rows afresh on its next page view (see
+    selectors.shared_rows). Connected to those models' save and delete in apps.py: a change by
+    any path (services, staff admin) counts. A random value, never a counter, so that a
+    rolled-back change can never make an old value current again."""
+    if not SharedStamp.objects.filter(pk=1).update(value=uuid.uuid4().hex):
+        SharedStamp.objects.get_or_create(pk=1, defaults={"value": uuid.uuid4().hex})
 
 
 def pending_changes_erase(person_id) -> None:
