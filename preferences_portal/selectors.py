@@ -174,6 +174,11 @@ class Page:
     def address(self) -> str:
         return masked_address(self.person.email)
 
+    @property
+    def consent_fields(self) -> list[tuple[str, ConsentChoice]]:
+        """(form field name, choice): the template names each consent's inputs by it."""
+        return [(f"consent-{c.purpose.key}", c) for c in self.consents]
+
     def consent(self, key: str) -> ConsentChoice | None:
         return next((c for c in self.consents if c.purpose.key == key), None)
 
