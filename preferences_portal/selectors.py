@@ -9,11 +9,13 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings as conf
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.db.models import Count, Max
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import get_language_info
 from django.utils.translation import gettext as _
 
 from config import clock
@@ -142,6 +144,7 @@ class ConsentChoice:
     # the person never answered (a suggestion only: nothing is recorded until they confirm).
     selected: str
     suggested: bool
+    version_note: str = ""  # "Text version 2.", in the page's language
 
     @property
     def answered(self) -> bool:
@@ -179,6 +182,11 @@ class Page:
         """(form field name, choice): the template names each consent's inputs by it."""
         return [(f"consent-{c.purpose.key}", c) for c in self.consents]
 
+    @property
+    def languages(self) -> list[tuple[str, str]]:
+        """(code, name in that language) for the language switch."""
+        return [(code, get_language_info(code)["name_local"]) for code, _name in conf.LANGUAGES]
+
     def consent(self, key: str) -> ConsentChoice | None:
         return next((c for c in self.consents if c.purpose.key == key), None)
 
@@ -215,6 +223,7 @@ def visible_consents(person: Person, consents: dict[str, Held], *, offered,
     rule admits the person."""
     book = book or RuleBook()
     states = {key: c.state for key, c in consents.items()}
+    note = _("Text version %(version)s.")  # translated once, not once per purpose
     choices = []
     for version in offered:
         purpose = version.purpose
@@ -228,7 +237,8 @@ def visible_consents(person: Person, consents: dict[str, Held], *, offered,
             purpose=purpose, version=version, state=state,
             since=consent.updated_at if consent and state in ANSWERS else None,
             answered_version=consent.version if consent else None,
-            selected=selected, suggested=suggested))
+            selected=selected, suggested=suggested,
+            version_note=note % {"version": version.version}))
     return choices
 
 
