@@ -165,6 +165,16 @@ def record_inbound_view(model_admin, request, object_id):
 
 
 class ConversationFormSet(BaseInlineFormSet):
+    """No forms, only the `conversation` list. A save of the person page posted without this
+    block's management form (a client that predates the block) is not refused for it."""
+
+    def __init__(self, data=None, *args, prefix=None, **kwargs):
+        key = f"{prefix or self.get_default_prefix()}-TOTAL_FORMS"
+        if data is not None and key not in data:
+            data = data.copy()
+            data.update({key: "0", key.replace("TOTAL", "INITIAL"): "0"})
+        super().__init__(data, *args, prefix=prefix, **kwargs)
+
     @cached_property
     def conversation(self):
         return conversation_recent(person=self.instance)

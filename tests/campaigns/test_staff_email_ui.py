@@ -238,3 +238,16 @@ def test_a_message_quoting_html_is_sent_escaped_not_refused(staff_client):
     assert response.status_code == 302
     html = EmailMessage.objects.get(person=person).body_html
     assert "&lt;a href=&quot;/signup&quot;&gt;this&lt;/a&gt;" in html
+
+
+def test_saving_the_person_page_does_not_need_the_conversation_blocks_form(staff_client):
+    person = PersonFactory(kind="contact")
+    url = f"/admin/crm/contact/{person.pk}/change/"
+    assert 'name="inbound_messages-TOTAL_FORMS"' in staff_client.get(url).content.decode()
+    response = staff_client.post(url, {
+        "first_name": "Renamed", "last_name": person.last_name, "email": person.email,
+        "phone": "", "language": "", "company": person.company, "organisation": "",
+        "country": "IT", "region": "EU", "stage": "new", "owner": "", "_save": "Save",
+        "consents-TOTAL_FORMS": "0", "consents-INITIAL_FORMS": "0"})
+    assert response.status_code == 302
+    assert Person.objects.get(pk=person.pk).first_name == "Renamed"
