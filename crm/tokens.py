@@ -23,8 +23,10 @@ def make_token(person: Person, *, purpose: str) -> str:
     return f"{person.pk.hex}-{_tag(person.pk, person.portal_key_version, purpose)}"
 
 
-def person_for_token(token: str, *, purpose: str) -> Person | None:
-    """The person a valid token names, else None (malformed, forged, or links revoked)."""
+def person_for_token(token: str, *, purpose: str, people=None) -> Person | None:
+    """The person a valid token names, else None (malformed, forged, or links revoked).
+    `people`: the queryset to read them from, e.g. with what the caller's page needs annotated
+    in the same query (default: every person, all columns)."""
     raw_id, sep, tag = (token or "").partition("-")
     if not sep or len(tag) != TAG_HEX:
         return None
@@ -32,8 +34,9 @@ def person_for_token(token: str, *, purpose: str) -> Person | None:
         person_id = uuid.UUID(hex=raw_id)
     except ValueError:
         return None
-    person = Person.objects.filter(pk=person_id).first()
-    if person is None:
+    try:
+        person = (Person.objects if people is None else people).get(pk=person_id)
+    except Person.DoesNotExist:
         return None
     expected = _tag(person.pk, person.portal_key_version, purpose)
     return person if constant_time_compare(tag, expected) else None

@@ -56,3 +56,16 @@ def test_confirmation_secret_is_looked_up_by_its_hash_in_one_query(person):
         services.pending_change_find("guess")
     assert len(queries) == 1
     assert services.token_hash("guess") in queries[0]["sql"]
+
+
+def test_a_token_is_checked_the_same_whatever_queryset_the_person_is_read_from(person):
+    from preferences_portal.selectors import with_own_rows
+
+    token = make_token(person, purpose="portal")
+    found = person_for_token(token, purpose="portal", people=with_own_rows(Person.objects.all()))
+    assert found == person and found.page_rows
+    assert person_for_token(token, purpose="portal",
+                            people=Person.objects.filter(kind="nobody")) is None
+    forged = token[:-4] + ("0000" if token[-4:] != "0000" else "1111")
+    assert person_for_token(forged, purpose="portal",
+                            people=with_own_rows(Person.objects.all())) is None
