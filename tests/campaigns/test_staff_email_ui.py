@@ -251,3 +251,12 @@ def test_saving_the_person_page_does_not_need_the_conversation_blocks_form(staff
         "consents-TOTAL_FORMS": "0", "consents-INITIAL_FORMS": "0"})
     assert response.status_code == 302
     assert Person.objects.get(pk=person.pk).first_name == "Renamed"
+
+
+def test_the_api_refuses_a_message_id_recorded_twice_with_400(staff_api):
+    person = PersonFactory()
+    url = f"/api/persons/{person.pk}/inbound/"
+    data = {"message_id": "<dup@customer.example>", "subject": "Hi", "body": "."}
+    assert staff_api.post(url, data, format="json").status_code == 201
+    again = staff_api.post(url, data, format="json")
+    assert again.status_code == 400 and "message_id" in again.json()
