@@ -32,3 +32,26 @@ def test_renders_each_language_once_and_keeps_it():
 def test_refuses_anything_that_could_differ_between_views(inside):
     with pytest.raises(TemplateSyntaxError, match="per_language holds only text"):
         Template(LOAD + "{% per_language %}" + inside + "{% end_per_language %}")
+
+
+def test_a_pure_include_renders_once_per_language_and_arguments():
+    from django.template import engines
+
+    engine = engines["django"].engine
+    template = engine.from_string(
+        LOAD + '{% include_pure "preferences_portal/_consent_text.html" title=t text=x %}')
+    first = template.render(Context({"t": "Tracking <b>", "x": "Counts opens."}))
+    assert "<legend>Tracking &lt;b&gt;</legend>" in first
+    node = next(n for n in template.nodelist if hasattr(n, "rendered"))
+    assert len(node.rendered) == 1
+    assert template.render(Context({"t": "Tracking <b>", "x": "Counts opens."})) == first
+    other = template.render(Context({"t": "Partners", "x": "Offers."}))
+    assert "Partners" in other and len(node.rendered) == 2
+    # It sees only its arguments: nothing else of the page's context leaks in or is kept.
+    assert "secret" not in template.render(Context({"t": "A", "x": "B", "title": "secret"}))
+
+
+def test_a_pure_include_takes_a_quoted_name_and_named_arguments_only():
+    for bad in ('{% include_pure name %}', '{% include_pure "x.html" a %}'):
+        with pytest.raises(TemplateSyntaxError, match="include_pure takes"):
+            Template(LOAD + bad)
