@@ -8,13 +8,13 @@ nothing that differs between people or views can be kept by mistake. The tags st
 `{% translate %}` tags, so `makemessages` still finds every string.
 
 `{% include_pure "name.html" a=x %}`: an include that sees only its arguments, rendered once per
-language and set of arguments (see the tag).
+language, time zone and set of arguments (see the tag).
 """
 
 from django import template
 from django.template.base import TextNode, token_kwargs
 from django.templatetags.i18n import TranslateNode
-from django.utils import translation
+from django.utils import timezone, translation
 
 register = template.Library()
 
@@ -61,7 +61,9 @@ class PureIncludeNode(template.Node):
 
     def render(self, context):
         values = {k: v.resolve(context) for k, v in self.arguments.items()}
-        key = (translation.get_language(), context.autoescape, *sorted(values.items()))
+        # A date shown inside depends on the time zone too.
+        key = (translation.get_language(), timezone.get_current_timezone_name(),
+               context.autoescape, *sorted(values.items()))
         try:
             output = self.rendered.get(key)
         except TypeError:  # an unhashable argument: render, keep nothing
@@ -79,9 +81,10 @@ class PureIncludeNode(template.Node):
 @register.tag
 def include_pure(parser, token):
     """`{% include_pure "name.html" a=x b=y %}`: like `{% include "name.html" with a=x b=y only %}`,
-    and its output is kept per language and arguments. The included template sees nothing but
-    its arguments (no request, no context processors), so the same arguments always render the
-    same HTML: a consent's text, or its answers, are rendered once per process, not per view."""
+    and its output is kept per language, time zone and arguments. The included template sees
+    nothing but its arguments (no request, no context processors), so the same arguments always
+    render the same HTML: a consent's text, its answer buttons, the policy, are rendered once
+    per process, not per view."""
     bits = token.split_contents()
     if len(bits) < 2 or bits[1][0] not in "\"'" or bits[1][-1] != bits[1][0]:
         raise template.TemplateSyntaxError('include_pure takes a quoted template name first.')
