@@ -217,6 +217,11 @@ class ListChoice:
     name: str
     description: str
 
+    @property
+    def value(self) -> str:
+        """The id as the form sends it back (a string: an int would be localized each time)."""
+        return str(self.pk)
+
 
 def visible_consents(person: Person, consents: dict[str, Held], *, offered,
                      book: RuleBook | None = None) -> list[ConsentChoice]:

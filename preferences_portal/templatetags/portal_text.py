@@ -8,13 +8,16 @@ nothing that differs between people or views can be kept by mistake. The tags st
 `{% translate %}` tags, so `makemessages` still finds every string.
 
 `{% include_pure "name.html" a=x %}`: an include that sees only its arguments, rendered once per
-language, time zone and set of arguments (see the tag).
+language, time zone and set of arguments (see the tag). `|day`: a date in the page's language.
 """
+
+import functools
+from datetime import date, datetime
 
 from django import template
 from django.template.base import TextNode, token_kwargs
 from django.templatetags.i18n import TranslateNode
-from django.utils import timezone, translation
+from django.utils import formats, timezone, translation
 
 register = template.Library()
 
@@ -92,3 +95,18 @@ def include_pure(parser, token):
     if len(arguments) != len(bits) - 2:
         raise template.TemplateSyntaxError("include_pure takes only name=value arguments.")
     return PureIncludeNode(bits[1][1:-1], arguments)
+
+
+@register.filter(expects_localtime=True)
+def day(value) -> str:
+    """`value|date:"DATE_FORMAT"`, kept per language and day: formatting a date costs more than
+    the rest of a consent's line, and the same days recur on every page."""
+    if not value:
+        return ""
+    return _day(value.date() if isinstance(value, datetime) else value,
+                translation.get_language())
+
+
+@functools.lru_cache(maxsize=4096)
+def _day(on: date, language: str) -> str:
+    return formats.date_format(on, "DATE_FORMAT")  # in `language`, the active one

@@ -55,3 +55,18 @@ def test_a_pure_include_takes_a_quoted_name_and_named_arguments_only():
     for bad in ('{% include_pure name %}', '{% include_pure "x.html" a %}'):
         with pytest.raises(TemplateSyntaxError, match="include_pure takes"):
             Template(LOAD + bad)
+
+
+def test_day_is_the_date_filter_in_the_page_language_and_time_zone(settings):
+    from datetime import UTC, datetime
+
+    from django.utils import timezone
+
+    late = datetime(2026, 3, 1, 23, 30, tzinfo=UTC)
+    template = Template(LOAD + '{{ at|day }}|{{ at|date:"DATE_FORMAT" }}')
+    for language in ("en", "it"):
+        for zone in ("UTC", "Europe/Rome"):  # 00:30 on 2 March in Rome
+            with translation.override(language), timezone.override(zone):
+                ours, django = template.render(Context({"at": late})).split("|")
+                assert ours == django
+    assert Template(LOAD + "{{ at|day }}").render(Context({"at": None})) == ""
