@@ -71,6 +71,20 @@ def test_a_repeat_view_costs_one_cache_read_and_no_query(notify_italy,
         assert page_accessed(person) is False
 
 
+def test_a_repeat_page_view_with_a_notification_rule_still_costs_the_pages_one_query(
+        notify_italy, client, django_assert_num_queries):
+    from crm.tokens import make_token
+
+    person = PersonFactory(country="IT")
+    url = f"/p/{make_token(person, purpose='portal')}/"
+    assert client.get(url).status_code == 200  # first view: the notice (and its check)
+    with mock.patch.object(cache, "get", wraps=cache.get) as reads, \
+            django_assert_num_queries(1):
+        assert client.get(url).status_code == 200
+    assert [c.args[0] for c in reads.call_args_list] == [notifications._cache_key(person.pk)]
+    assert notices(person).count() == 1
+
+
 def test_the_mail_log_backs_the_limit_up_when_the_cache_was_cleared(notify_italy):
     person = PersonFactory(country="IT")
     assert page_accessed(person) is True
