@@ -49,11 +49,11 @@ class EmailMessage(models.Model):
 
     person = models.ForeignKey("crm.Person", null=True, on_delete=models.SET_NULL,
                                related_name="email_messages")
-    kind = models.CharField(max_length=16, db_index=True)
+    kind = models.CharField(max_length=16)
     template = models.CharField(max_length=64, blank=True)
     campaign_id = models.BigIntegerField(null=True, blank=True, db_index=True)
-    idempotency_key = models.CharField(max_length=200, unique=True)
-    message_id = models.CharField(max_length=255, unique=True)
+    idempotency_key = models.CharField(max_length=200)
+    message_id = models.CharField(max_length=255)
     in_reply_to = models.CharField(max_length=255, blank=True)
     to_address = models.CharField(max_length=254, blank=True)
     subject = models.CharField(max_length=998, blank=True)
@@ -61,7 +61,7 @@ class EmailMessage(models.Model):
     body_html = models.TextField(blank=True)
     headers = models.JSONField(default=dict, blank=True)
     status = models.CharField(max_length=12, choices=MessageStatus.choices,
-                              default=MessageStatus.QUEUED, db_index=True)
+                              default=MessageStatus.QUEUED)
     reason = models.CharField(max_length=64, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
@@ -72,7 +72,14 @@ class EmailMessage(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # Every message is updated as it is claimed and marked, and each index is written
+        # again: only what a query uses. Uniqueness as constraints, not `unique=True`, which on
+        # PostgreSQL adds a second (LIKE) index per column that no query here needs.
         indexes = [models.Index(fields=["status", "lease_until"], name="outbox_status_lease")]
+        constraints = [
+            models.UniqueConstraint(fields=["idempotency_key"], name="outbox_idempotency_key"),
+            models.UniqueConstraint(fields=["message_id"], name="outbox_message_id"),
+        ]
         verbose_name = _("email message")
 
     def __str__(self):

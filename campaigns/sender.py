@@ -339,10 +339,14 @@ def wire_bytes(mime) -> bytes:
     return out.getvalue()
 
 
-_MARK_SENT = (  # the table name is ours; every value is a parameter
-    f"UPDATE {EmailMessage._meta.db_table} SET status = %s, sent_at = %s, "  # noqa: S608
-    "to_address = %s, reason = '', lease_until = NULL, allowed_by = %s, updated_at = %s "
-    "WHERE id = %s")
+# The address is recorded only while the person is not erased: an erasure that committed
+# after this batch read the address (and blanked the log) must not have it written back.
+_OUTBOX, _PEOPLE = EmailMessage._meta.db_table, Person._meta.db_table
+_MARK_SENT = (  # the table names are ours; every value is a parameter
+    f"UPDATE {_OUTBOX} SET status = %s, sent_at = %s, "  # noqa: S608
+    f"to_address = CASE WHEN EXISTS (SELECT 1 FROM {_PEOPLE} WHERE {_PEOPLE}.id = "
+    f"{_OUTBOX}.person_id AND {_PEOPLE}.erased_at IS NULL) THEN %s ELSE '' END, "
+    "reason = '', lease_until = NULL, allowed_by = %s, updated_at = %s WHERE id = %s")
 
 
 def _mark_sent(cursor, row, address: str, state: str, event) -> None:
