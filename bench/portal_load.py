@@ -245,12 +245,20 @@ def main() -> None:
             print(f"round {round_no} ({args.seconds:.0f} s each, {args.connections} "
                   f"connections, {args.workers} gunicorn workers, CONN_MAX_AGE="
                   f"{args.conn_max_age}):")
+            last = {}
             for name, paths in (("page", page_paths), ("bare", bare_paths)):
                 result = load(args.port, paths, seconds=args.seconds,
                               connections=args.connections)
                 show("preference page" if name == "page" else "one-query view", result)
                 if best[name] is None or result["rate"] > best[name]["rate"]:
                     best[name] = result
+                last[name] = result
+            # The machine is shared: a round's two halves ran back to back, so their ratio is
+            # the least disturbed by other load (printed for reading; the verdict is unchanged).
+            if last["bare"]["rate"] and last["bare"]["p99"]:
+                print(f"  round {round_no} ratios page/bare: req/s "
+                      f"{last['page']['rate'] / last['bare']['rate']:.2f}, "
+                      f"p99 {last['page']['p99'] / last['bare']['p99']:.2f}")
     finally:
         server.terminate()
         server.wait(timeout=30)
