@@ -20,7 +20,7 @@ class PreferencesPortalConfig(AppConfig):
             PortalSettings,
         )
         from crm import extensions
-        from crm.models import FieldDefinition
+        from crm.models import FieldDefinition, MarketingList
 
         from . import api, invitations, services
 
@@ -34,7 +34,7 @@ class PreferencesPortalConfig(AppConfig):
         extensions.erasers["preferences_portal"] = services.pending_changes_erase
         # Every page shows these rows alike; each process keeps them while the stamp holds.
         for model in (PortalSettings, ConsentPurpose, ConsentPurposeVersion, PolicyVersion,
-                      FieldDefinition):
+                      FieldDefinition, MarketingList):
             for signal in (post_save, post_delete):
                 signal.connect(services.shared_stamp_bump, sender=model,
                                dispatch_uid=f"portal-shared-stamp:{model._meta.label}")

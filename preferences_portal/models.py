@@ -84,10 +84,11 @@ class InvitationRun(models.Model):
 
 class SharedStamp(models.Model):
     """One row whose value changes whenever a row that every preference page shows alike changes
-    (the portal settings, purposes and their texts, the policy, the field registry the rules are
-    compiled against). A process keeps those rows in memory and reads this stamp with the page's
-    own query: it is in the database, not the cache, so it changes in the writer's transaction,
-    holds in every process whatever the cache backend, and rolls back with the write."""
+    (the portal settings, purposes and their texts, the policy, the mailing lists' names, the
+    field registry the rules are compiled against). A process keeps those rows in memory and
+    reads this stamp with the page's own query: it is in the database, not the cache, so it
+    changes in the writer's transaction, holds in every process whatever the cache backend, and
+    rolls back with the write."""
 
     value = models.CharField(max_length=32)
 

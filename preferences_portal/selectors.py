@@ -5,6 +5,7 @@ A person the admins' access rule does not admit (or anyone, while the page is di
 only the email preferences; `page_admits` is the one place that decides it.
 """
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from django.conf import settings as conf
 from django.core.exceptions import ValidationError
 from django.db import connection
-from django.db.models import Count, Max, TextField
+from django.db.models import BooleanField, CharField, Count, Max, TextField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -86,6 +87,8 @@ class Shared:
     stamp: str | None
     settings: object  # the portal settings row
     purpose_keys: dict  # id -> key, every purpose (rules name purposes by key)
+    version_numbers: dict  # purpose version id -> its number, every version
+    lists: dict  # id -> ListChoice, every mailing list
     offered: list  # the latest text of each active purpose, in page order
     policies: list  # every policy version, newest first
 
@@ -112,6 +115,9 @@ def shared_rows(stamp: str | None) -> Shared:
     fresh = Shared(
         stamp=stamp, settings=portal_settings(),
         purpose_keys=dict(ConsentPurpose.objects.values_list("id", "key")),
+        version_numbers=dict(ConsentPurposeVersion.objects.values_list("id", "version")),
+        lists={pk: ListChoice(pk=pk, name=name, description=description) for pk, name, description
+               in MarketingList.objects.values_list("id", "name", "description")},
         offered=sorted(latest.values(), key=lambda v: (v.purpose.position, v.purpose.key)),
         policies=list(PolicyVersion.objects.order_by("-version")))
     if stamp is not None:
@@ -277,46 +283,46 @@ def recipients_of(person: Person) -> list[dict]:
 
 
 # The person's own rows, read in the same query as the person (the page's cost is mostly round
-# trips, and building this as ORM querysets cost three times what running it does). Rows are
-# shaped (kind, ref, text, more, number, at): their consents (purpose id, state, -, text version,
-# since), their lists (id, name, description), a change waiting for confirmation (rare: read in
-# full only then), and the shared stamp with whether staff ever revealed their data (rare,
-# likewise). Correlated to the person row of the outer query; aggregated into one JSON array
-# (PostgreSQL and SQLite only differ in the two functions' names).
-_OWN_ROWS = """
-SELECT CAST({agg}({array}(kind, ref, text, more, number, at)) AS text) FROM (
-SELECT 'consent' AS kind, c.purpose_id AS ref, c.state AS text, NULL AS more,
-       v.version AS number, c.updated_at AS at
-  FROM consents_consent c LEFT JOIN consents_consentpurposeversion v ON v.id = c.version_id
- WHERE c.person_id = crm_person.id
-UNION ALL
-SELECT 'list', l.id, l.name, l.description, NULL, NULL
-  FROM crm_listmembership m JOIN crm_marketinglist l ON l.id = m.marketing_list_id
- WHERE m.person_id = crm_person.id
-UNION ALL
-SELECT 'pending', NULL, NULL, NULL, NULL, p.created_at
-  FROM preferences_portal_pendingchange p
- WHERE p.person_id = crm_person.id AND p.state = %s AND p.expires_at >= %s
-UNION ALL
-SELECT 'stamp', NULL, s.value, NULL,
-       CASE WHEN EXISTS (SELECT 1 FROM encryption_fieldaccesslog r
-                          WHERE r.subject_id = crm_person.id) THEN 1 ELSE 0 END, NULL
-  FROM preferences_portal_sharedstamp s
- WHERE s.id = 1) own
-"""
+# trips and query planning; building these as ORM subqueries cost more than running them). Each
+# is a plain subquery correlated to the outer person row; names, texts and version numbers come
+# from the shared rows. PostgreSQL and SQLite differ only in the JSON functions' names.
+_OWN_ROWS = {
+    # [[purpose id, state, version id, since], ...]
+    "page_consents": ("SELECT CAST({agg}({array}(c.purpose_id, c.state, c.version_id, "
+                      "c.updated_at)) AS text) FROM consents_consent c "
+                      "WHERE c.person_id = crm_person.id", TextField),
+    # [list id, ...]
+    "page_lists": ("SELECT CAST({agg}(m.marketing_list_id) AS text) FROM crm_listmembership m "
+                   "WHERE m.person_id = crm_person.id", TextField),
+    # Staff revealed some of their data (rare: then read in full).
+    "page_revealed": ("EXISTS (SELECT 1 FROM encryption_fieldaccesslog r "
+                      "WHERE r.subject_id = crm_person.id)", BooleanField),
+    "page_stamp": ("SELECT s.value FROM preferences_portal_sharedstamp s WHERE s.id = 1",
+                   CharField),
+}
+# A change waiting for confirmation (rare: then read in full).
+_PENDING = ("EXISTS (SELECT 1 FROM preferences_portal_pendingchange p "
+            "WHERE p.person_id = crm_person.id AND p.state = %s AND p.expires_at >= %s)")
 _JSON_FUNCTIONS = {"postgresql": ("json_agg", "json_build_array"),
                    "sqlite": ("json_group_array", "json_array")}
 
 
 def with_own_rows(people):
-    """`people` with each one's own rows for the page (`page_rows`), in the same query: the
-    preference page reads the person its link names this way (one round trip, not two)."""
-    agg, array = _JSON_FUNCTIONS[connection.vendor]
-    sql = _OWN_ROWS.format(agg=agg, array=array)
+    """`people` with each one's own rows for the page (`page_consents`, `page_lists`,
+    `page_pending`, `page_revealed`, `page_stamp`), in the same query: the preference page reads
+    the person its link names this way (one round trip, not several)."""
     now = connection.ops.adapt_datetimefield_value(clock.now())
-    # A constant statement: every value is a parameter.
-    return people.annotate(page_rows=RawSQL(  # noqa: S611
-        sql, [PendingChange.State.PENDING, now], output_field=TextField()))
+    pending = RawSQL(_PENDING, [PendingChange.State.PENDING, now],  # noqa: S611 - parameters
+                     output_field=BooleanField())
+    return people.annotate(**_own_rows_sql(connection.vendor), page_pending=pending)
+
+
+@functools.cache
+def _own_rows_sql(vendor: str) -> dict:
+    # Constant statements without parameters, built once per process.
+    agg, array = _JSON_FUNCTIONS[vendor]
+    return {name: RawSQL(sql.format(agg=agg, array=array), [], output_field=field())  # noqa: S611
+            for name, (sql, field) in _OWN_ROWS.items()}
 
 
 def _moment(value):
@@ -328,41 +334,30 @@ def _moment(value):
     return value
 
 
-def _own_rows(person: Person) -> list:
-    raw = getattr(person, "page_rows", None)
-    if raw is None:
-        raw = with_own_rows(Person.objects.filter(pk=person.pk)).values_list(
-            "page_rows", flat=True).first()
-    return [(kind, ref, text, more, number, _moment(at))
-            for kind, ref, text, more, number, at in json.loads(raw or "[]")]
-
-
 def page_for(person: Person) -> Page:
-    """Everything the page shows, for a person the caller already identified by their link."""
-    held_by_id, lists, stamp, pending, revealed = {}, [], None, False, False
-    for kind, ref, text, more, number, at in _own_rows(person):
-        if kind == "consent":
-            held_by_id[ref] = Held(state=text, updated_at=at, version=number)
-        elif kind == "list":
-            lists.append(ListChoice(pk=ref, name=text, description=more or ""))
-        elif kind == "pending":
-            pending = True
-        else:
-            stamp, revealed = text, bool(number)
-    shared = shared_rows(stamp)
-    consents = {shared.purpose_keys[pk]: held for pk, held in held_by_id.items()
-                if pk in shared.purpose_keys}
-    lists.sort(key=lambda item: item.name)
+    """Everything the page shows, for a person the caller already identified by their link
+    (read with `with_own_rows`, or it is read again here)."""
+    if not hasattr(person, "page_stamp"):
+        person = with_own_rows(Person.objects.all()).get(pk=person.pk)
+    shared = shared_rows(person.page_stamp)
+    consents = {}
+    for purpose_id, state, version_id, since in json.loads(person.page_consents or "[]"):
+        if purpose_id in shared.purpose_keys:
+            consents[shared.purpose_keys[purpose_id]] = Held(
+                state=state, updated_at=_moment(since),
+                version=shared.version_numbers.get(version_id))
+    lists = sorted((shared.lists[pk] for pk in json.loads(person.page_lists or "[]")
+                    if pk in shared.lists), key=lambda item: item.name)
     page = Page(person=person, full=False, lists=lists, settings=shared.settings,
-                pending=pending_for(person) if pending else None)
-    book = RuleBook(stamp)
+                pending=pending_for(person) if person.page_pending else None)
+    book = RuleBook(person.page_stamp)
     page.full = page_admits(person, consents={k: c.state for k, c in consents.items()},
                             settings=shared.settings, book=book)
     if not page.full:
         return page
     page.policy = shared.policy_at(clock.now())
     page.consents = visible_consents(person, consents, offered=shared.offered, book=book)
-    page.reveals = reveals_of(person) if revealed else []
+    page.reveals = reveals_of(person) if person.page_revealed else []
     page.recipients = recipients_of(person)
     return page
 

@@ -136,3 +136,14 @@ def _token(person):
     from crm.tokens import make_token
 
     return make_token(person, purpose="portal")
+
+
+def test_a_renamed_mailing_list_shows_on_the_next_view(client, person, page_url):
+    from crm.models import MarketingList
+
+    assert "Newsletter" in text_of(client, page_url)
+    newsletter = MarketingList.objects.get(name="Newsletter")
+    newsletter.name, newsletter.description = "Monthly letter", "Once a month."
+    crm_services.marketing_list_save(marketing_list=newsletter)
+    html = text_of(client, page_url)
+    assert "Monthly letter" in html and "Once a month." in html and "Newsletter" not in html

@@ -63,7 +63,7 @@ def test_a_token_is_checked_the_same_whatever_queryset_the_person_is_read_from(p
 
     token = make_token(person, purpose="portal")
     found = person_for_token(token, purpose="portal", people=with_own_rows(Person.objects.all()))
-    assert found == person and found.page_rows
+    assert found == person and found.page_stamp
     assert person_for_token(token, purpose="portal",
                             people=Person.objects.filter(kind="nobody")) is None
     forged = token[:-4] + ("0000" if token[-4:] != "0000" else "1111")
