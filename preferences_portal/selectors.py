@@ -1,5 +1,7 @@
-"""What the preference page shows a contact, read in a few queries whatever the number of
-consents and lists (the page must stay cheap: see bench/portal_load.py).
+"""What the preference page shows a contact, read in one query whatever the number of consents,
+lists and rules (the page must stay cheap: see bench/portal_load.py): the person the link names
+with their own rows (`with_own_rows`), while what every page shows alike is kept per process
+and checked against the shared stamp read in that same query (`shared_rows`).
 
 A person the admins' access rule does not admit (or anyone, while the page is disabled) sees
 only the email preferences; `page_admits` is the one place that decides it.
