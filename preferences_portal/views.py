@@ -117,7 +117,7 @@ def preference_page(request, token):
     change and emails the confirmation link to the address on file; nothing changes yet."""
     # The person and their own rows for the page, in one query.
     person = person_for_token(token, purpose="portal",
-                              people=selectors.with_own_rows(Person.objects.all()))
+                              people=selectors.with_own_rows(Person.objects))
     if person is None:
         return _invalid(request)
     language = _use_language(request, person.language)
