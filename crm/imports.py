@@ -1,7 +1,7 @@
 """CSV import of people: upload, column mapping, preview, and the background run with progress.
 
 The rules — validation, dedupe by address, the record lock, encryption — are the person
-service's (`services.person_import_chunk`). This module reads the file as a stream, maps its
+service's (`person_import.person_import_chunk`). This module reads the file as a stream, maps its
 columns to fields, and keeps the job's state and counters; it is the only writer of `ImportJob`
 and `ImportFileBlock`. The uploaded file is sealed at rest (it holds plaintext identifiers) and
 shredded when the run ends.
@@ -22,7 +22,7 @@ from encryption.datakeys import destroy_data_key
 from encryption.masking import DEFAULT_RULE, mask
 from encryption.values import open_value, seal_value
 
-from . import services
+from . import person_import
 from .models import FieldDefinition, ImportFileBlock, ImportJob, Person
 from .registry import ENCRYPTED_CORE, custom_definitions
 
@@ -273,9 +273,10 @@ def import_preview(*, job: ImportJob, rows: int = PREVIEW_ROWS) -> list[dict]:
         name: Person._meta.get_field(name).mask_rule for name in ENCRYPTED_CORE}
     preview = []
     for structural, chunk, _seen in _chunks(job, definitions, limit=rows):
-        result = services.person_import_chunk(rows=chunk, definitions=definitions,
-                                              dry_run=True)
-        outcomes = [(line, services.ImportOutcome.ERROR, errs, {}) for line, errs in structural]
+        result = person_import.person_import_chunk(rows=chunk, definitions=definitions,
+                                                   dry_run=True)
+        error = person_import.ImportOutcome.ERROR
+        outcomes = [(line, error, errs, {}) for line, errs in structural]
         for line, outcome, errs, cleaned in sorted(outcomes + result.outcomes,
                                                    key=lambda o: o[0]):
             values = {k: v for k, v in cleaned.items() if k != "custom"}
@@ -319,7 +320,7 @@ def import_job_run(job_id) -> ImportJob:
             _run_pipelined(job, definitions)
         else:
             for structural, rows, seen in _chunks(job, definitions, skip=job.processed_rows):
-                _write_chunk(job, services.person_import_prepare(
+                _write_chunk(job, person_import.person_import_prepare(
                     rows=rows, definitions=definitions, actor=job.created_by), structural, seen)
     except (OperationalError, InterfaceError):
         raise  # transient: the task retries, and the run resumes after the last chunk
@@ -345,7 +346,7 @@ def _run_pipelined(job: ImportJob, definitions) -> None:
     pending, pending_emails = None, ()
     try:
         for structural, rows, seen in _chunks(job, definitions, skip=job.processed_rows):
-            prepared = services.person_import_prepare(
+            prepared = person_import.person_import_prepare(
                 rows=rows, definitions=definitions, actor=job.created_by,
                 pending_emails=pending_emails)
             if pending is not None:
@@ -366,7 +367,7 @@ def _write_chunk(job: ImportJob, prepared, structural: list, seen: int) -> None:
             # a commit lost in a crash is lost with its progress and the resumed run redoes it.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        result = services.person_import_write(prepared)
+        result = person_import.person_import_write(prepared)
         _record_chunk(job, structural + result.errors, result, seen)
 
 

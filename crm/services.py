@@ -7,12 +7,10 @@ here: the staff UI, the API, imports and workflows all come through these functi
 
 import base64
 import functools
-import json
-import os
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
@@ -21,8 +19,6 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from config import clock
-from config.pgcopy import CopyRows
-from encryption.bulk import NewSubjectSealer
 from encryption.masking import DEFAULT_RULE, MASK_CHAR, mask
 from encryption.values import seal_value
 
@@ -355,188 +351,6 @@ def person_update(*, person: Person, data: dict, actor=None, source: str) -> Per
     return current
 
 
-class ImportOutcome:
-    CREATED = "created"
-    DUPLICATE = "duplicate"
-    STOPPED = "stopped"
-    ERROR = "error"
-
-
-@dataclass
-class ImportChunkResult:
-    created: int = 0
-    duplicates: int = 0
-    stopped: int = 0
-    errors: list = field(default_factory=list)  # (line, {field: [messages]})
-    outcomes: list | None = None  # dry runs: (line, outcome, {field: [messages]}, cleaned)
-
-    def _tally(self, line: int, outcome: str, messages: dict | None = None,
-               cleaned: dict | None = None) -> None:
-        if outcome == ImportOutcome.ERROR:
-            self.errors.append((line, messages))
-        else:
-            name = {"created": "created", "duplicate": "duplicates", "stopped": "stopped"}[outcome]
-            setattr(self, name, getattr(self, name) + 1)
-        if self.outcomes is not None:
-            self.outcomes.append((line, outcome, messages or {}, cleaned or {}))
-
-
-def person_import_chunk(
-    *, rows: list[tuple[int, dict]], definitions: list[FieldDefinition], actor=None,
-    dry_run: bool = False,
-) -> ImportChunkResult:
-    """Create people from a chunk of import rows; an address already known is skipped.
-
-    `rows` are (line number, data), data shaped as for `person_create`; `definitions` are the
-    active custom fields, loaded once per file by the caller. Each row is validated by
-    `person_clean_values`; then one query finds which addresses exist. A row whose address is
-    held by a person (or by an earlier row) is skipped and counted — apart, when that person's
-    processing is stopped — so an import never writes an existing record: no stopped record,
-    no locked field. New people, their data keys and their create audit rows (source "import",
-    field names only) are written in one transaction, with COPY on PostgreSQL. Run it inside
-    the caller's transaction to commit progress with the rows. With `dry_run` nothing is
-    written and `outcomes` says what would happen to each row (the staff preview).
-
-    The two halves, `person_import_prepare` and `person_import_write`, let a caller prepare
-    the next chunk while the database writes this one.
-    """
-    prepared = person_import_prepare(rows=rows, definitions=definitions, actor=actor,
-                                     dry_run=dry_run)
-    return prepared.result if dry_run else person_import_write(prepared)
-
-
-@dataclass
-class PreparedImport:
-    """A validated, classified and sealed chunk, ready for `person_import_write`."""
-
-    rows: list
-    definitions: list
-    actor: object
-    result: ImportChunkResult
-    new_emails: list
-    people: CopyRows | None = None
-    audit: CopyRows | None = None
-    sealer: NewSubjectSealer | None = None
-
-
-def person_import_prepare(
-    *, rows: list[tuple[int, dict]], definitions: list[FieldDefinition], actor=None,
-    pending_emails=(), dry_run: bool = False,
-) -> PreparedImport:
-    """Validate, classify and seal a chunk without writing. `pending_emails` are addresses
-    of a chunk being written right now (not yet visible here): they count as known."""
-    result = ImportChunkResult(outcomes=[] if dry_run else None)
-    valid = []
-    for line, data in rows:
-        try:
-            valid.append((line, person_clean_values(data, definitions=definitions)))
-        except ValidationError as error:
-            result._tally(line, ImportOutcome.ERROR, error.message_dict)
-    known = dict(
-        Person.objects.filter(email__in={c["email"] for _l, c in valid if c.get("email")})
-        .values_list("email", "processing_stopped_at")
-    )
-    new, seen = [], set(pending_emails)
-    for line, cleaned in valid:
-        email = cleaned.get("email")
-        if email and (email in known or email in seen):
-            result._tally(line, ImportOutcome.STOPPED if known.get(email)
-                          else ImportOutcome.DUPLICATE, cleaned=cleaned)
-            continue
-        seen.add(email)
-        new.append(cleaned)
-        result._tally(line, ImportOutcome.CREATED, cleaned=cleaned)
-    prepared = PreparedImport(rows=rows, definitions=definitions, actor=actor, result=result,
-                              new_emails=[c["email"] for c in new if c.get("email")])
-    if not dry_run:
-        prepared.people, prepared.audit, prepared.sealer = _people_rows(
-            new, actor=actor, definitions=definitions)
-    return prepared
-
-
-def person_import_write(prepared: PreparedImport) -> ImportChunkResult:
-    """Write a prepared chunk in one transaction (see `person_import_chunk`)."""
-    try:
-        with transaction.atomic():
-            prepared.sealer.save_keys()
-            prepared.people.write()
-            prepared.audit.write()
-    except IntegrityError:
-        # Another writer took one of these addresses since the check: look again, once.
-        again = person_import_prepare(rows=prepared.rows, definitions=prepared.definitions,
-                                      actor=prepared.actor)
-        with transaction.atomic():
-            again.sealer.save_keys()
-            again.people.write()
-            again.audit.write()
-        return again.result
-    return prepared.result
-
-
-def _people_rows(people: list[dict], *, actor, definitions):
-    now = clock.now()
-    sealer = NewSubjectSealer()
-    rows = CopyRows(Person, now=now)
-    audit = CopyRows(AuditEntry, now=now)
-    actor_id = actor.pk if getattr(actor, "pk", None) else None
-    sealed_custom = {d.key for d in definitions if d.is_encrypted}
-    # Per encrypted core field: (context, mask rule, blind indexer) and its three columns.
-    specs = {name: ((c.context, c.mask_rule, sealer.indexer(c.context)),
-                    (name, c.mask_field, c.index_field))
-             for name, c in _ENCRYPTED_COLUMNS.items()}
-    at = now.isoformat()
-    for pk, cleaned in zip(_uuid4_texts(len(people)), people, strict=True):
-        # Sealing binds each value to the row id, so the id exists before the COPY.
-        values = {"id": pk}
-        custom = cleaned.get("custom") or {}
-        if not sealed_custom.isdisjoint(custom):
-            custom = _seal_custom(custom, subject_id=pk, definitions=definitions,
-                                  seal=sealer.seal)
-        encrypted = [name for name in ENCRYPTED_CORE if cleaned.get(name)]
-        if encrypted:
-            sealed = sealer.seal_new_subject(
-                pk, [(cleaned[name], *specs[name][0]) for name in encrypted])
-            for name, triple in zip(encrypted, sealed, strict=True):
-                values.update(zip(specs[name][1], triple, strict=True))
-        for name, value in cleaned.items():
-            if name in ENCRYPTED_CORE:
-                continue
-            elif name in _RELATED:
-                values[f"{name}_id"] = value.pk if value is not None else None
-            elif name != "custom":
-                values[name] = value
-        if custom:
-            values["custom"] = custom
-        rows.add(values)
-        fields = tuple(_set_fields({**cleaned, "custom": custom}))
-        audit.add({"person_id": pk, "action": "create", "actor_id": actor_id,
-                   "fields": _fields_json(fields) if audit.postgres else sorted(fields),
-                   "source": Source.IMPORT, "at": at if audit.postgres else now})
-    return rows, audit, sealer
-
-
-@functools.lru_cache(maxsize=256)
-def _fields_json(fields: tuple) -> str:
-    return json.dumps(sorted(fields))  # imported rows share a few field sets
-
-
-def _uuid4_texts(count: int) -> list[str]:
-    """Random (version 4) UUIDs as text, from one read of the system's randomness."""
-    random = os.urandom(16 * count)
-    texts = []
-    for start in range(0, 16 * count, 16):
-        b = bytearray(random[start:start + 16])
-        b[6] = b[6] & 0x0F | 0x40  # version 4
-        b[8] = b[8] & 0x3F | 0x80  # RFC 4122 variant
-        h = b.hex()
-        texts.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return texts
-
-
-_RELATED = ("organisation", "owner")
-_ENCRYPTED_COLUMNS = {name: Person._meta.get_field(name) for name in ENCRYPTED_CORE}
-
-
 def person_convert_to_contact(*, person: Person, actor=None, source: str) -> Person:
     """Turn a lead into a contact: same row, same id, same history."""
     with transaction.atomic():
@@ -706,8 +520,6 @@ def field_definition_save(*, definition: FieldDefinition) -> FieldDefinition:
             # Values stored before the switch are sealed in the background, in batches.
             transaction.on_commit(lambda: seal_custom_field_values.delay(definition.pk))
     return definition
-
-
 
 
 def person_lock_field(*, person_id, field: str, actor=None, source: str) -> None:

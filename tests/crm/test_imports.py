@@ -11,7 +11,7 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from config import clock
-from crm import imports, services
+from crm import imports, person_import, services
 from crm.models import AuditEntry, FieldType, ImportFileBlock, ImportJob, Person
 from crm.selectors import find_by_identifier
 from encryption.models import DataKey
@@ -258,7 +258,7 @@ def test_a_run_resumes_after_the_last_committed_chunk(monkeypatch):
                                     source="staff")
     imports.import_job_set_mapping(job=job)
     imports.import_job_start(job=job)
-    real = services.person_import_write
+    real = person_import.person_import_write
     calls = []
 
     def dies_on_second_chunk(prepared):
@@ -267,11 +267,11 @@ def test_a_run_resumes_after_the_last_committed_chunk(monkeypatch):
             raise OperationalError("worker lost")
         return real(prepared)
 
-    monkeypatch.setattr(services, "person_import_write", dies_on_second_chunk)
+    monkeypatch.setattr(person_import, "person_import_write", dies_on_second_chunk)
     with pytest.raises(OperationalError):
         imports.import_job_run(job.pk)
     assert ImportJob.objects.get(pk=job.pk).processed_rows == 2
-    monkeypatch.setattr(services, "person_import_write", real)
+    monkeypatch.setattr(person_import, "person_import_write", real)
     job = imports.import_job_run(job.pk)
     assert (job.state, job.processed_rows, Person.objects.count()) == ("done", 5, 5)
 
@@ -425,7 +425,7 @@ def test_a_worker_run_writes_on_a_second_connection_while_preparing_the_next_chu
     caught while the chunk holding the first occurrence is being written."""
     monkeypatch.setattr(imports, "CHUNK_ROWS", 2)
     threads = set()
-    real = services.person_import_write
+    real = person_import.person_import_write
 
     def write(prepared):
         import threading
@@ -433,7 +433,7 @@ def test_a_worker_run_writes_on_a_second_connection_while_preparing_the_next_chu
         threads.add(threading.current_thread().name)
         return real(prepared)
 
-    monkeypatch.setattr(services, "person_import_write", write)
+    monkeypatch.setattr(person_import, "person_import_write", write)
     rows = "".join(f"N{i},L,p{i % 4}@example.org,,,{VISA if i % 2 else ''}\n" for i in range(9))
     job = run_import(HEADER + rows + "Bad,L,nope,,,\n")
     assert (job.state, job.processed_rows, job.created_count, job.duplicate_count,
