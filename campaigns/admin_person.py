@@ -8,13 +8,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 from consents.models import ConsentEvent, Verification
 from crm import extensions
 from crm.errors import ServiceError
-from crm.models import Contact, EmailOptIn, Lead, MarketingList, Person
+from crm.models import EmailOptIn, MarketingList, Person
 
 from .admin_compose import (
     ConversationInline,
@@ -96,32 +96,13 @@ def _opt_in_link(request, person):
 
 
 def extend_person_admins():
-    for model in (Person, Lead, Contact):
-        model_admin = admin.site._registry.get(model)
-        if model_admin is None:
-            continue
-        model_admin.actions = (*model_admin.actions, send_double_opt_in)
-        original = model_admin.get_urls
-
-        def get_urls(model_admin=model_admin, original=original):
-            info = model_admin.model._meta.app_label, model_admin.model._meta.model_name
-            view = model_admin.admin_site.admin_view
-            return [path("<path:object_id>/email-opt-in/",
-                         view(lambda request, object_id, ma=model_admin: opt_in_view(
-                             ma, request, object_id)),
-                         name="{}_{}_email_opt_in".format(*info)),
-                    path("<path:object_id>/send-email/",
-                         view(lambda request, object_id, ma=model_admin: compose_view(
-                             ma, request, object_id)),
-                         name="{}_{}_send_email".format(*info)),
-                    path("<path:object_id>/record-inbound/",
-                         view(lambda request, object_id, ma=model_admin: record_inbound_view(
-                             ma, request, object_id)),
-                         name="{}_{}_record_inbound".format(*info)),
-                    *original()]
-
-        model_admin.get_urls = get_urls
-        model_admin.inlines = [*model_admin.inlines, ConversationInline]
+    extensions.person_actions.append(send_double_opt_in)
+    extensions.person_pages.extend([
+        extensions.PersonPage("email-opt-in/", "email_opt_in", opt_in_view),
+        extensions.PersonPage("send-email/", "send_email", compose_view),
+        extensions.PersonPage("record-inbound/", "record_inbound", record_inbound_view),
+    ])
+    extensions.person_inlines.append(ConversationInline)
     extensions.person_links.extend([_opt_in_link, compose_link, inbound_link])
     list_admin = admin.site._registry.get(MarketingList)
     if list_admin is not None:

@@ -16,8 +16,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from config.readonly_admin import ReadOnlyAdminMixin
+from crm import extensions
 from crm.errors import ServiceError
-from crm.models import Contact, Lead, Person
+from crm.models import Person
 
 from . import rules, selectors, services
 from .models import (
@@ -354,31 +355,12 @@ class SegmentFilter(admin.SimpleListFilter):
 
 
 def _extend_person_admins():
-    for model in (Person, Lead, Contact):
-        model_admin = admin.site._registry.get(model)
-        if model_admin is None:
-            continue
-        model_admin.inlines = [*model_admin.inlines, ConsentInline]
-        model_admin.list_filter = (*model_admin.list_filter, ConsentFilter,
-                                   OutdatedVersionFilter, SegmentFilter)
-        original = model_admin.get_urls
-
-        def get_urls(model_admin=model_admin, original=original):
-            info = model_admin.model._meta.app_label, model_admin.model._meta.model_name
-            view = model_admin.admin_site.admin_view
-            return [
-                path("<path:object_id>/record-consent/",
-                     view(lambda request, object_id, ma=model_admin: record_consent_view(
-                         ma, request, object_id)),
-                     name="{}_{}_record_consent".format(*info)),
-                path("<path:object_id>/consent-proof/<slug:purpose_key>/",
-                     view(lambda request, object_id, purpose_key, ma=model_admin: proof_view(
-                         ma, request, object_id, purpose_key)),
-                     name="{}_{}_consent_proof".format(*info)),
-                *original(),
-            ]
-
-        model_admin.get_urls = get_urls
+    extensions.person_inlines.append(ConsentInline)
+    extensions.person_list_filters.extend([ConsentFilter, OutdatedVersionFilter, SegmentFilter])
+    extensions.person_pages.extend([
+        extensions.PersonPage("record-consent/", "record_consent", record_consent_view),
+        extensions.PersonPage("consent-proof/<slug:purpose_key>/", "consent_proof", proof_view),
+    ])
 
 
 _extend_person_admins()

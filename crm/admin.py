@@ -248,8 +248,19 @@ class PersonAdmin(PersonRightsMixin, PersonImportExportMixin, admin.ModelAdmin):
     show_full_result_count = False
     paginator = CappedCountPaginator
     ordering = ("-created_at",)
-    actions = ("convert_to_contact", "assign_owner", "add_to_marketing_list", "export_csv",
-               *PersonRightsMixin.rights_actions)
+    own_actions = ("convert_to_contact", "assign_owner", "add_to_marketing_list", "export_csv",
+                   *PersonRightsMixin.rights_actions)
+
+    # What higher apps add (crm.extensions), read when asked: crm imports nothing above it.
+    @property
+    def actions(self):
+        return (*self.own_actions, *extensions.person_actions)
+
+    def get_list_filter(self, request):
+        return (*super().get_list_filter(request), *extensions.person_list_filters)
+
+    def get_inlines(self, request, obj):
+        return [*super().get_inlines(request, obj), *extensions.person_inlines]
     readonly_base = (
         "id", "processing_stopped_at", "erasure_requested_at", "erased_at", "locked_fields",
         "converted_at", "created_at", "updated_at", "history",
@@ -349,11 +360,17 @@ class PersonAdmin(PersonRightsMixin, PersonImportExportMixin, admin.ModelAdmin):
 
     # -- reveal -------------------------------------------------------------------------------
     def get_urls(self):
-        info = self.model._meta.app_label, self.model._meta.model_name
+        prefix = f"{self.model._meta.app_label}_{self.model._meta.model_name}_"
+
+        def page_view(page):
+            return self.admin_site.admin_view(
+                lambda request, object_id, **kwargs: page.view(self, request, object_id, **kwargs))
+
         return [
             path("<path:object_id>/reveal/<slug:field>/",
-                 self.admin_site.admin_view(self.reveal_view),
-                 name="{}_{}_reveal".format(*info)),
+                 self.admin_site.admin_view(self.reveal_view), name=f"{prefix}reveal"),
+            *(path(f"<path:object_id>/{page.route}", page_view(page), name=prefix + page.name)
+              for page in extensions.person_pages),
             *super().get_urls(),
         ]
 
@@ -492,8 +509,8 @@ class LeadAdmin(PersonAdmin):
 class ContactAdmin(PersonAdmin):
     default_kind = "contact"
     list_filter = tuple(f for f in PersonAdmin.list_filter if f != "kind")
-    actions = ("assign_owner", "add_to_marketing_list", "export_csv",
-               *PersonRightsMixin.rights_actions)
+    own_actions = ("assign_owner", "add_to_marketing_list", "export_csv",
+                   *PersonRightsMixin.rights_actions)
 
 
 admin.site.register(Person, PersonAdmin)

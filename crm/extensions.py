@@ -42,3 +42,22 @@ data_recipients: dict[str, Callable] = {}
 # name -> fn() -> value: settings crm's own periodic tasks need but that higher apps own
 # ("unconfirmed_lead_retention_months" -> int | None, registered by consents).
 rights_settings: dict[str, Callable] = {}
+
+
+# -- the staff person admin (crm/admin.py reads these at request time) ---------------------------
+
+@dataclass(frozen=True)
+class PersonPage:
+    """A staff page of a higher app on one person: `<object_id>/<route>` under each person
+    admin (people, leads, contacts), URL name `<app>_<model>_<name>` (e.g. reversed as
+    "admin:crm_person_<name>"); `view(model_admin, request, object_id, **route_kwargs)`."""
+
+    route: str
+    name: str
+    view: Callable
+
+
+person_pages: list[PersonPage] = []
+person_actions: list[Callable] = []  # admin actions on the person lists
+person_inlines: list = []  # inline classes on the person page
+person_list_filters: list = []  # list filters of the person lists

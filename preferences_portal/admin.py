@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 from campaigns import gateway
@@ -21,7 +21,7 @@ from consents.models import ConsentPurpose, PortalSettings
 from consents.selectors import portal_settings
 from crm import extensions
 from crm.errors import ServiceError
-from crm.models import Contact, Lead, Person
+from crm.models import Person
 
 from . import invitations
 from .models import InvitationRun
@@ -213,22 +213,9 @@ def _portal_link(request, person):
 
 def extend_admins():
     """Called from PreferencesPortalConfig.ready(), once every admin module is registered."""
-    for model in (Person, Lead, Contact):
-        model_admin = admin.site._registry.get(model)
-        if model_admin is None:
-            continue
-        model_admin.actions = (*model_admin.actions, send_portal_link)
-        original = model_admin.get_urls
-
-        def get_urls(model_admin=model_admin, original=original):
-            info = model_admin.model._meta.app_label, model_admin.model._meta.model_name
-            return [path("<path:object_id>/portal-invite/",
-                         model_admin.admin_site.admin_view(
-                             lambda request, object_id, ma=model_admin: portal_invite_view(
-                                 ma, request, object_id)),
-                         name="{}_{}_portal_invite".format(*info)), *original()]
-
-        model_admin.get_urls = get_urls
+    extensions.person_actions.append(send_portal_link)
+    extensions.person_pages.append(
+        extensions.PersonPage("portal-invite/", "portal_invite", portal_invite_view))
     extensions.person_links.append(_portal_link)
     purpose_admin = admin.site._registry.get(ConsentPurpose)
     if purpose_admin is not None:
