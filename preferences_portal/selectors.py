@@ -1,7 +1,8 @@
 """What the preference page shows a contact, read in one query whatever the number of consents,
 lists and rules (the page must stay cheap: see bench/portal_load.py): the person the link names
 with their own rows (`with_own_rows`), while what every page shows alike is kept per process
-and checked against the shared stamp read in that same query (`shared_rows`).
+and checked against the shared stamp read in that same query (`shared_rows`). On PostgreSQL
+that query is compiled once per process and prepared once per connection (`page_people`).
 
 A person the admins' access rule does not admit (or anyone, while the page is disabled) sees
 only the email preferences; `page_admits` is the one place that decides it.
@@ -9,12 +10,14 @@ only the email preferences; `page_admits` is the one place that decides it.
 
 import functools
 import json
+import re
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings as conf
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import BooleanField, CharField, Count, Max, TextField
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -309,14 +312,85 @@ _JSON_FUNCTIONS = {"postgresql": ("json_agg", "json_build_array"),
                    "sqlite": ("json_group_array", "json_array")}
 
 
-def with_own_rows(people):
+def with_own_rows(people, *, now=None):
     """`people` with each one's own rows for the page (`page_consents`, `page_lists`,
     `page_pending`, `page_revealed`, `page_stamp`), in the same query: the preference page reads
     the person its link names this way (one round trip, not several)."""
-    now = connection.ops.adapt_datetimefield_value(clock.now())
+    now = connection.ops.adapt_datetimefield_value(now or clock.now())
     pending = RawSQL(_PENDING, [PendingChange.State.PENDING, now],  # noqa: S611 - parameters
                      output_field=BooleanField())
     return people.annotate(**_own_rows_sql(connection.vendor), page_pending=pending)
+
+
+def page_people():
+    """What to read the person a page link names from (`person_for_token(..., people=)`):
+    `with_own_rows(Person.objects)`, and on PostgreSQL the same query as a statement prepared
+    once per database connection (compiling and planning it cost more than running it)."""
+    if connection.vendor == "postgresql":
+        return _PreparedPerson.instance()
+    return with_own_rows(Person.objects)
+
+
+class _PreparedPerson:
+    """`with_own_rows(Person.objects).get(pk=...)` as `EXECUTE` of a statement prepared per
+    connection: the SQL, and what turns its row into a Person, are built once per process by
+    the ORM itself (same columns, converters and annotations as the queryset)."""
+
+    NAME = "preferences_portal_page_person"
+    # Stand-ins for the two values that change between calls, found among the parameters.
+    _NOW = datetime(2000, 1, 1, tzinfo=UTC)
+    _PK = uuid.UUID(int=0)
+
+    _instance = None
+
+    @classmethod
+    def instance(cls) -> "_PreparedPerson":
+        if cls._instance is None:
+            cls._instance = cls()
+        return cls._instance
+
+    def __init__(self):
+        queryset = with_own_rows(Person.objects, now=self._NOW).filter(pk=self._PK)
+        compiler = queryset.query.get_compiler(using=queryset.db)
+        sql, params = compiler.as_sql()
+        numbers = iter(range(1, len(params) + 1))
+        # Django's placeholders to PostgreSQL's numbered ones (`%%` is a literal percent sign).
+        self.prepare = f"PREPARE {self.NAME} AS " + re.sub(
+            r"%([%s])", lambda m: "%" if m.group(1) == "%" else f"${next(numbers)}", sql)
+        self.execute = f"EXECUTE {self.NAME}({', '.join(['%s'] * len(params))})"
+        self.params = params
+        self.using = queryset.db
+        columns = compiler.select[:compiler.col_count]
+        self.converters = tuple(compiler.get_converters([column[0] for column in columns]).items())
+        fields = compiler.klass_info["select_fields"]
+        self.model_slice = slice(fields[0], fields[-1] + 1)
+        self.init_list = [column[0].target.attname for column in columns[self.model_slice]]
+        self.annotations = tuple(compiler.annotation_col_map.items())
+
+    def get(self, *, pk) -> Person:
+        """Like `QuerySet.get(pk=pk)`: the person, or Person.DoesNotExist."""
+        conn = connections[self.using]
+        now = conn.ops.adapt_datetimefield_value(clock.now())
+        pk = Person._meta.pk.get_db_prep_value(pk, conn)
+        params = [now if value == self._NOW else pk if value == self._PK else value
+                  for value in self.params]
+        with conn.cursor() as cursor:
+            # A prepared statement lives as long as its session (a rollback keeps it).
+            if getattr(conn, "_page_person_prepared", None) is not conn.connection:
+                cursor.execute(self.prepare)
+                conn._page_person_prepared = conn.connection
+            cursor.execute(self.execute, params)
+            row = cursor.fetchone()
+        if row is None:
+            raise Person.DoesNotExist
+        row = list(row)
+        for position, (converters, expression) in self.converters:
+            for converter in converters:
+                row[position] = converter(row[position], expression, conn)
+        person = Person.from_db(self.using, self.init_list, row[self.model_slice])
+        for name, position in self.annotations:
+            setattr(person, name, row[position])
+        return person
 
 
 @functools.cache

@@ -14,7 +14,6 @@ from campaigns.double_opt_in import LinkInvalid, double_opt_in_confirm, find_req
 from campaigns.optin import Actor, opt_in_change
 from consents.models import Verification
 from crm.errors import ServiceError, TransitionForbidden
-from crm.models import Person
 from crm.tokens import person_for_token
 
 from . import notifications, selectors, services
@@ -117,7 +116,7 @@ def preference_page(request, token):
     change and emails the confirmation link to the address on file; nothing changes yet."""
     # The person and their own rows for the page, in one query.
     person = person_for_token(token, purpose="portal",
-                              people=selectors.with_own_rows(Person.objects))
+                              people=selectors.page_people())
     if person is None:
         return _invalid(request)
     language = _use_language(request, person.language)

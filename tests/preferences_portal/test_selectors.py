@@ -147,3 +147,43 @@ def test_a_renamed_mailing_list_shows_on_the_next_view(client, person, page_url)
     crm_services.marketing_list_save(marketing_list=newsletter)
     html = text_of(client, page_url)
     assert "Monthly letter" in html and "Once a month." in html and "Newsletter" not in html
+
+
+def test_the_prepared_person_read_gives_what_the_queryset_gives(portal, person):
+    """The page reads the person through `page_people` (a statement prepared per connection on
+    PostgreSQL): the same columns, decrypted fields and own rows as `with_own_rows`."""
+    from consents.models import Source, Verification
+    from crm.models import Person
+    from tests.factories import MarketingListFactory
+
+    crm_services.marketing_list_add(marketing_list=MarketingListFactory(name="Webinars"),
+                                    person_ids=[person.pk], source="staff")
+    consent_services.consent_revoke(person=person, purpose=portal["tracking"],
+                                    source=Source.IMPORT, verified_by=Verification.NONE)
+    expected = selectors.with_own_rows(Person.objects).get(pk=person.pk)
+    found = selectors.page_people().get(pk=person.pk)
+    names = [f.attname for f in Person._meta.concrete_fields]
+    own = ["page_consents", "page_lists", "page_pending", "page_revealed", "page_stamp"]
+    assert found == person and found.email == person.email
+    assert ([getattr(found, n) for n in names + own]
+            == [getattr(expected, n) for n in names + own])
+    with pytest.raises(Person.DoesNotExist):
+        selectors.page_people().get(pk=PersonFactory.build().pk)
+
+
+def test_the_prepared_person_read_outlives_a_rolled_back_transaction(portal, person):
+    """A statement prepared inside a transaction that rolls back stays prepared (PostgreSQL's
+    PREPARE is per session, not per transaction): the next read still works."""
+    from django.db import connection, transaction
+
+    if connection.vendor == "postgresql":  # as on a new connection: prepared inside the block
+        with connection.cursor() as cursor:
+            cursor.execute("DEALLOCATE ALL")
+        connection._page_person_prepared = None
+    try:
+        with transaction.atomic():
+            assert selectors.page_people().get(pk=person.pk) == person
+            raise RuntimeError
+    except RuntimeError:
+        pass
+    assert selectors.page_people().get(pk=person.pk) == person
