@@ -136,6 +136,17 @@ def rights_request_close(*, request: RightsRequest, actor=None, note: str = "",
     return request
 
 
+def access_request_served(*, person) -> None:
+    """The contact downloaded their data (Art. 15): their open access requests are done.
+    Called by the preference page when it hands over the export."""
+    with transaction.atomic():
+        if RightsRequest.objects.filter(person_ref=person.pk, kind=RightsRequest.Kind.ACCESS,
+                                        state=RightsRequest.State.OPEN).exists():
+            _close_open(person.pk, RightsRequest.Kind.ACCESS, actor=None, at=clock.now())
+            _audit(person_id=person.pk, action="request_access_done", fields=[], actor=None,
+                   source=Source.PORTAL).save()
+
+
 def _close_open(person_id, kind: str, *, actor, at) -> None:
     RightsRequest.objects.filter(person_ref=person_id, kind=kind,
                                  state=RightsRequest.State.OPEN).update(

@@ -309,4 +309,5 @@ def pending_change_export(*, token: str, fmt: str) -> tuple[str, str, str]:
                           ensure_ascii=False, indent=2)
     else:
         body = rights.person_export_csv(person=change.person)
+    rights.access_request_served(person=change.person)
     return f"my-data-{clock.now():%Y-%m-%d}.{fmt}", FORMATS[fmt], body

@@ -209,6 +209,10 @@ def test_confirmed_download_gives_json_and_csv_for_a_limited_time(
     assert "giulia@example.org" in services.pending_change_export(token=token, fmt="csv")[2]
     with pytest.raises(services.ChangeLinkInvalid):
         services.pending_change_export(token=token, fmt="xml")
+    from crm.models import RightsRequest
+
+    served = RightsRequest.objects.get(person_ref=person.pk, kind="access")
+    assert served.state == RightsRequest.State.DONE and served.handled_at is not None
     with clock.frozen(clock.now() + timedelta(hours=49)), \
             pytest.raises(services.ChangeLinkInvalid):
         services.pending_change_export(token=token, fmt="json")
