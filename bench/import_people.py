@@ -25,10 +25,10 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from scratch_db import setup_database  # noqa: E402 - bench/ is on sys.path
 
 FIRST = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim",
          "Margaret", "Dennis", "Hedy", "Linus", "Sophie", "John", "Katherine", "Guido"]
@@ -67,22 +67,6 @@ def generate(path: Path, rows: int) -> None:
                 "single_opt_in_user" if i % 5 == 0 else "none", f"NI{i:08d}",
                 luhn_complete(f"4{i:014d}"),
             ])
-
-
-def setup_database(url: str) -> None:
-    import psycopg2
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    if name in ("", "postgres", "consenso", "template0", "template1"):
-        raise SystemExit(f"Refusing to drop the database {name!r}: name a scratch database.")
-    admin = psycopg2.connect(host=parsed.hostname, port=parsed.port or 5432,
-                             user=parsed.username, password=parsed.password, dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
 
 
 def truncate() -> None:

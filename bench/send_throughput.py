@@ -37,11 +37,12 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
 from pathlib import Path
-from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+from scratch_db import setup_database  # noqa: E402 - bench/ is on sys.path
+
 FROM = "Consenso <no-reply@consenso.local>"
 CRLF = compat32.clone(linesep="\r\n")  # smtplib sends bytes as they are: SMTP wants CRLF
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>]+>)", re.MULTILINE | re.IGNORECASE)
@@ -271,21 +272,6 @@ def _check_sink(sink: SinkProcess, expected: int) -> None:
 
 
 # --- set-up ----------------------------------------------------------------------------------
-
-def setup_database(url: str) -> None:
-    import psycopg2
-
-    parsed = urlparse(url)
-    name = parsed.path.lstrip("/")
-    if name in ("", "postgres", "consenso", "template0", "template1"):
-        raise SystemExit(f"Refusing to drop the database {name!r}: name a scratch database.")
-    admin = psycopg2.connect(host=parsed.hostname, port=parsed.port or 5432,
-                             user=parsed.username, password=parsed.password, dbname="postgres")
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
 
 
 def plant(messages: int) -> tuple[list[int], list]:
