@@ -115,14 +115,43 @@ def page(request, browser, live_server):
 @pytest.fixture
 def screenshot(request, page):
     """`screenshot("after-save")` saves `artifacts/e2e/<test name>--after-save.png`."""
+    return lambda step: shot(request, page, step)
 
-    def take(step: str) -> Path:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        path = ARTIFACTS / f"{_artifact_name(request.node.name)}--{_artifact_name(step)}.png"
-        page.screenshot(path=path, full_page=True)
-        return path
 
-    return take
+def shot(request, page, step: str) -> Path:
+    """Save `page` (any browser context's) as `artifacts/e2e/<test name>--<step>.png`."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{_artifact_name(request.node.name)}--{_artifact_name(step)}.png"
+    page.screenshot(path=path, full_page=True)
+    return path
+
+
+@pytest.fixture
+def mail_to_mailbox(settings, live_server):
+    """Mail lands in the Mailbox the staff UI lists, and its links point at the live server."""
+    settings.EMAIL_BACKEND = "campaigns.mailbox.MailboxBackend"
+    # Derived from EMAIL_BACKEND when settings load (an EMAIL_URL in the environment turns it
+    # off): the Mailbox page is only listed while it is on.
+    settings.MAILBOX_ENABLED = True
+    settings.SITE_URL = live_server.url
+
+
+@pytest.fixture
+def fresh_browser(browser, live_server):
+    """`fresh_browser(viewport=…, locale=…)` opens a page in a new browser context: its own
+    cookies (a contact, a visitor, a second staff member), closed after the test."""
+    contexts = []
+
+    def open_page(viewport=VIEWPORT, locale="en-GB"):
+        context = browser.new_context(base_url=live_server.url, viewport=viewport,
+                                      locale=locale)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    yield open_page
+    for context in contexts:
+        context.close()
 
 
 @pytest.fixture

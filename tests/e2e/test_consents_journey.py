@@ -10,7 +10,12 @@ from playwright.sync_api import expect
 
 from consents import ledger
 from consents.models import ConsentEvent, ConsentPurpose
-from tests.e2e.conftest import ARTIFACTS, FACTORY_PASSWORD, TIMEOUT_MS, VIEWPORT, _artifact_name
+from tests.e2e.conftest import (
+    FACTORY_PASSWORD,
+    TIMEOUT_MS,
+    VIEWPORT,
+    shot,
+)
 from tests.factories import AdminUserFactory, PersonFactory, StaffUserFactory
 
 # live_server answers from another thread, so the data must be committed (transaction=True).
@@ -28,12 +33,6 @@ def admin_page(request, browser, live_server):
     admin_page = context.new_page()
     yield admin_page
     context.close()
-
-
-def _shot(request, page, step):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=ARTIFACTS / f"{_artifact_name(request.node.name)}--{step}.png",
-                    full_page=True)
 
 
 def _log_in(page, user):
@@ -64,7 +63,7 @@ def _admin_adds_partner_sharing_purpose(request, page):
     page.fill("#id_title", "Sharing your details with our partners")
     page.fill("#id_text", "We may pass your name and email to selected partners so they can "
                           "offer you their services. You can withdraw at any time.")
-    _shot(request, page, "01-admin-add-purpose")
+    shot(request, page, "01-admin-add-purpose")
     page.click("input[name=_save]")
 
     expect(page.locator(".messagelist .success")).to_contain_text("was added successfully")
@@ -72,7 +71,7 @@ def _admin_adds_partner_sharing_purpose(request, page):
     expect(row).to_have_count(1)
     expect(row).to_contain_text("partner_sharing")
     expect(row).to_contain_text("stage is 'ready_to_buy'")
-    _shot(request, page, "02-admin-purpose-list")
+    shot(request, page, "02-admin-purpose-list")
 
     purpose = ConsentPurpose.objects.get(key="partner_sharing")
     assert (purpose.kind, purpose.visibility_rule) == ("custom", RULE)

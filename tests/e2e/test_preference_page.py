@@ -15,7 +15,7 @@ from consents.models import Consent, PurposeKind, Verification
 from crm import services as crm_services
 from crm.models import Person
 from preferences_portal import invitations
-from tests.e2e.conftest import ARTIFACTS, TIMEOUT_MS, VIEWPORT, _artifact_name
+from tests.e2e.conftest import shot
 from tests.factories import AdminUserFactory, MarketingListFactory, PersonFactory
 
 # live_server answers from another thread, so the data must be committed (transaction=True).
@@ -23,37 +23,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 CONFIRM_SUBJECT = "Please confirm the changes to your privacy choices"
 PHONE = {"width": 390, "height": 844}
-
-
-@pytest.fixture
-def mail_to_mailbox(settings, live_server):
-    """Mail lands in the Mailbox the staff UI lists, and its links point at the live server."""
-    settings.EMAIL_BACKEND = "campaigns.mailbox.MailboxBackend"
-    settings.MAILBOX_ENABLED = True
-    settings.SITE_URL = live_server.url
-
-
-@pytest.fixture
-def contact_browser(browser, live_server):
-    """`contact_browser(viewport=…, locale=…)`: the contact's own browser (no staff cookies)."""
-    contexts = []
-
-    def open_page(viewport=VIEWPORT, locale="en-GB"):
-        context = browser.new_context(base_url=live_server.url, viewport=viewport,
-                                      locale=locale)
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        return context.new_page()
-
-    yield open_page
-    for context in contexts:
-        context.close()
-
-
-def _shot(request, page, step):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=ARTIFACTS / f"{_artifact_name(request.node.name)}--{step}.png",
-                    full_page=True)
 
 
 def _link_in_mail(subject_part: str, path_part: str) -> str:
@@ -95,10 +64,10 @@ def contact(mail_to_mailbox):
     return person
 
 
-def _open_page_from_invitation(contact, contact_browser, **browser_options):
+def _open_page_from_invitation(contact, fresh_browser, **browser_options):
     invitations.portal_invite_send(person=contact)
     link = _link_in_mail("", "/p/")
-    page = contact_browser(**browser_options)
+    page = fresh_browser(**browser_options)
     response = page.goto(link)
     assert response.status == 200
     assert response.headers["referrer-policy"] == "no-referrer"
@@ -106,26 +75,26 @@ def _open_page_from_invitation(contact, contact_browser, **browser_options):
     return page
 
 
-def _confirm_from_mail(request, contact_browser, step):
+def _confirm_from_mail(request, fresh_browser, step):
     link = _link_in_mail(CONFIRM_SUBJECT, "/confirm-change/")
-    page = contact_browser()
+    page = fresh_browser()
     page.goto(link)
     expect(page.get_by_role("heading", name="Confirm your changes")).to_be_visible()
-    _shot(request, page, f"{step}-confirmation-page")
+    shot(request, page, f"{step}-confirmation-page")
     with page.expect_navigation() as posted:
         page.get_by_role("button", name="Confirm these changes").click()
     assert posted.value.status == 200
     expect(page.get_by_role("heading", name="Thank you: your changes are saved")).to_be_visible()
-    _shot(request, page, f"{step}-confirmed")
+    shot(request, page, f"{step}-confirmed")
     return page
 
 
 def test_contact_revokes_a_consent_and_stops_processing_confirmed_by_email(
-        request, contact, contact_browser, page, login, screenshot):
-    mine = _open_page_from_invitation(contact, contact_browser)
+        request, contact, fresh_browser, page, login, screenshot):
+    mine = _open_page_from_invitation(contact, fresh_browser)
     expect(mine.get_by_role("heading", name="Your privacy choices", level=1)).to_be_visible()
     expect(mine.locator("main")).to_contain_text("g•••@example.org")
-    _shot(request, mine, "01-page")
+    shot(request, mine, "01-page")
 
     consent = mine.locator("#consent-tracking")
     expect(consent).to_contain_text("You agreed")
@@ -137,7 +106,7 @@ def test_contact_revokes_a_consent_and_stops_processing_confirmed_by_email(
     expect(mine.get_by_role("heading", name="Check your inbox")).to_be_visible()
     expect(mine.locator("main")).to_contain_text("Withdraw my consent: Measure opens and clicks")
     expect(mine.locator("main")).to_contain_text("Stop processing my data (restriction)")
-    _shot(request, mine, "02-check-your-inbox")
+    shot(request, mine, "02-check-your-inbox")
 
     # Nothing changed yet; the page says what is waiting.
     contact.refresh_from_db()
@@ -145,9 +114,9 @@ def test_contact_revokes_a_consent_and_stops_processing_confirmed_by_email(
     assert Consent.objects.get(person=contact, purpose__key="tracking").state == "granted"
     mine.get_by_role("link", name="Back to my choices").click()
     expect(mine.locator("#pending")).to_contain_text("Waiting for your confirmation")
-    _shot(request, mine, "03-page-with-pending-change")
+    shot(request, mine, "03-page-with-pending-change")
 
-    confirm = _confirm_from_mail(request, contact_browser, "04")
+    confirm = _confirm_from_mail(request, fresh_browser, "04")
     expect(confirm.locator("main")).to_contain_text("Withdraw my consent: Measure opens and clicks")
     contact.refresh_from_db()
     assert contact.processing_stopped_at is not None
@@ -166,14 +135,14 @@ def test_contact_revokes_a_consent_and_stops_processing_confirmed_by_email(
 
 
 def test_erasure_journey_from_the_page_to_the_staff_erasing(
-        request, contact, contact_browser, page, login, screenshot):
-    mine = _open_page_from_invitation(contact, contact_browser)
+        request, contact, fresh_browser, page, login, screenshot):
+    mine = _open_page_from_invitation(contact, fresh_browser)
     mine.get_by_label(re.compile("^Erase my personal data")).check()
     with mine.expect_navigation():
         mine.get_by_role("button", name="Save my choices").click()
     expect(mine.locator("main")).to_contain_text("Erase my personal data")
     assert Person.objects.get(pk=contact.pk).erasure_requested_at is None
-    _confirm_from_mail(request, contact_browser, "01")
+    _confirm_from_mail(request, fresh_browser, "01")
     assert Person.objects.get(pk=contact.pk).erasure_requested_at is not None
 
     login(AdminUserFactory(username="ada.admin"))
@@ -197,9 +166,9 @@ def test_erasure_journey_from_the_page_to_the_staff_erasing(
     assert mine.goto(mine.url).status == 404
 
 
-def test_italian_page_on_a_phone(request, contact, contact_browser):
+def test_italian_page_on_a_phone(request, contact, fresh_browser):
     crm_services.person_update(person=contact, data={"language": "it"}, source="staff")
-    mine = _open_page_from_invitation(contact, contact_browser, viewport=PHONE, locale="en-GB")
+    mine = _open_page_from_invitation(contact, fresh_browser, viewport=PHONE, locale="en-GB")
     expect(mine.get_by_role("heading", name="Le tue scelte sulla privacy", level=1)
            ).to_be_visible()
     expect(mine.locator("main")).to_contain_text("Iscrizioni email")
@@ -207,7 +176,7 @@ def test_italian_page_on_a_phone(request, contact, contact_browser):
     expect(mine.get_by_role("button", name="Salva le mie scelte")).to_be_visible()
     # No sideways scrolling on a phone.
     assert mine.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-    _shot(request, mine, "01-italian-phone")
+    shot(request, mine, "01-italian-phone")
     mine.get_by_role("link", name="English").click()
     expect(mine.get_by_role("heading", name="Your privacy choices", level=1)).to_be_visible()
-    _shot(request, mine, "02-english-phone")
+    shot(request, mine, "02-english-phone")

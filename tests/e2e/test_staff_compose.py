@@ -19,13 +19,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
-def mail_to_mailbox(settings, live_server):
-    settings.EMAIL_BACKEND = "campaigns.mailbox.MailboxBackend"
-    settings.MAILBOX_ENABLED = True
-    settings.SITE_URL = live_server.url
-
-
-@pytest.fixture
 def footer():
     row = portal_settings()  # no consents service writes these settings yet
     row.email_footer = "Acme Ltd · Your email choices: {link}"

@@ -14,7 +14,7 @@ from campaigns.gateway import Kind
 from campaigns.models import DoubleOptInRequest, EmailMessage, MailboxMessage, WebForm
 from consents.models import ConsentEvent
 from crm.models import EmailOptIn, Person
-from tests.e2e.conftest import ARTIFACTS, TIMEOUT_MS, VIEWPORT, _artifact_name
+from tests.e2e.conftest import shot
 from tests.factories import StaffUserFactory
 
 # live_server answers from another thread, so the data must be committed (transaction=True).
@@ -25,51 +25,19 @@ SUBJECT = "Please confirm you want our emails"
 THANK_YOU = "Thanks for signing up to the Consenso newsletter!"
 
 
-@pytest.fixture
-def mail_to_mailbox(settings, live_server):
-    """Mail lands in the Mailbox the staff UI lists, and its links point at the live server."""
-    settings.EMAIL_BACKEND = "campaigns.mailbox.MailboxBackend"
-    # Derived from EMAIL_BACKEND when settings load (an EMAIL_URL in the environment turns it
-    # off): the Mailbox page is only listed while it is on.
-    settings.MAILBOX_ENABLED = True
-    settings.SITE_URL = live_server.url
-
-
-@pytest.fixture
-def visitor(request, browser, live_server):
-    """`visitor()` opens a fresh browser context (no cookies: not logged in) and returns a page."""
-    contexts = []
-
-    def open_page():
-        context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT)
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
-        return context.new_page()
-
-    yield open_page
-    for context in contexts:
-        context.close()
-
-
-def _shot(request, page, step):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=ARTIFACTS / f"{_artifact_name(request.node.name)}--{step}.png",
-                    full_page=True)
-
-
 def _ledger(person):
     return list(ConsentEvent.objects.filter(person_id=person.pk, subject="email_opt_in")
                 .order_by("seq"))
 
 
 def test_webform_signup_double_opt_in_confirmed_and_visible_to_staff(
-    request, mail_to_mailbox, live_server, page, login, screenshot, visitor
+    request, mail_to_mailbox, live_server, page, login, screenshot, fresh_browser
 ):
     WebForm.objects.create(slug="newsletter", name="Newsletter", fields=["first_name"],
                            thank_you_text=THANK_YOU)
 
     # 1. A visitor signs up on the public form, marketing box ticked.
-    signup = visitor()
+    signup = fresh_browser()
     response = signup.goto(live_server.url + "/forms/newsletter/")
     assert response.status == 200
     expect(signup.get_by_role("heading", name="Newsletter")).to_be_visible()
@@ -78,12 +46,12 @@ def test_webform_signup_double_opt_in_confirmed_and_visible_to_staff(
     marketing = signup.get_by_role("checkbox", name=re.compile("Send me news and offers"))
     marketing.check()
     expect(marketing).to_be_checked()
-    _shot(request, signup, "01-visitor-form-filled")
+    shot(request, signup, "01-visitor-form-filled")
     with signup.expect_navigation():
         signup.get_by_role("button", name="Send").click()
     expect(signup.locator("main")).to_contain_text(THANK_YOU)
     expect(signup.locator("main")).to_contain_text("check your inbox")
-    _shot(request, signup, "02-visitor-thank-you")
+    shot(request, signup, "02-visitor-thank-you")
 
     person = Person.objects.get(email=EMAIL)
     assert (person.first_name, person.email_opt_in) == ("Giulia", EmailOptIn.SINGLE_OPT_IN_WEBFORM)
@@ -120,11 +88,11 @@ def test_webform_signup_double_opt_in_confirmed_and_visible_to_staff(
     screenshot("05-staff-followed-link-get-only")
 
     # 3. The visitor opens the link from their mail client (a new browser) and confirms.
-    confirm = visitor()
+    confirm = fresh_browser()
     confirm.goto(href)
     expect(confirm.get_by_role("heading", name="Confirm your subscription")).to_be_visible()
-    _shot(request, confirm, "06-visitor-confirmation-page")
-    # Two GETs so far (staff, visitor): nothing moved.
+    shot(request, confirm, "06-visitor-confirmation-page")
+    # Two GETs so far (staff, fresh_browser): nothing moved.
     person.refresh_from_db()
     assert person.email_opt_in == EmailOptIn.SINGLE_OPT_IN_WEBFORM
     assert _ledger(person) == ledger_after_signup
@@ -135,7 +103,7 @@ def test_webform_signup_double_opt_in_confirmed_and_visible_to_staff(
     assert posted.value.status == 200
     expect(confirm.get_by_role("heading", name="Thank you, you are confirmed")).to_be_visible()
     expect(confirm.locator("main")).to_contain_text("We recorded your confirmation.")
-    _shot(request, confirm, "07-visitor-confirmed")
+    shot(request, confirm, "07-visitor-confirmed")
 
     # 4. Staff see the new status and the ledger row that proves it.
     page.goto(f"/admin/crm/person/{person.pk}/email-opt-in/")
