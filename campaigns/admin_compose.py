@@ -25,19 +25,6 @@ from .conversations import (
 )
 from .models import InboundMessage
 
-# What each gateway reason means, in words staff understand (the codes stay on the page too).
-REASON_TEXT = {
-    gateway.Reason.ELIGIBLE: _("allowed"),
-    gateway.Reason.OPT_IN_BELOW_ACCEPTED: _("their opt-in is below the level accepted for "
-                                            "this kind of email"),
-    gateway.Reason.OPTED_OUT_USER: _("they asked us not to email them (opt-out recorded by "
-                                     "staff)"),
-    gateway.Reason.OPTED_OUT_CONTACT: _("they opted out themselves"),
-    gateway.Reason.PROCESSING_STOPPED: _("they asked us to stop processing their data"),
-    gateway.Reason.ERASED: _("their personal data was erased"),
-    gateway.Reason.SUPPRESSED: _("the address is on the suppression list"),
-    gateway.Reason.NO_VALID_ADDRESS: _("there is no valid email address"),
-}
 MAY_EMAIL = "crm.change_person"  # as the API's compose and inbound endpoints
 
 
@@ -100,7 +87,8 @@ def _decisions(person) -> list[dict]:
     """The gateway's answer for the two kinds staff write, with the reason in words."""
     answers = gateway.explain_email(person)
     return [{"kind": kind, "label": label, "allowed": answers[kind]["allowed"],
-             "reason": answers[kind]["reason"], "text": REASON_TEXT.get(answers[kind]["reason"])}
+             "reason": answers[kind]["reason"],
+             "text": gateway.REASON_TEXT.get(answers[kind]["reason"])}
             for kind, label in ((gateway.Kind.ADHOC, _("A new email (ad-hoc)")),
                                 (gateway.Kind.REPLY, _("A reply to a message they sent")))]
 
@@ -120,7 +108,7 @@ def compose_view(model_admin, request, object_id):
                 message = email_compose(person=person, user=request.user, **form.cleaned_data)
             except NotAllowed as refused:
                 form.add_error(None, _("Not sent: %(why)s (%(reason)s).") % {
-                    "why": REASON_TEXT.get(refused.reason, refused.reason),
+                    "why": gateway.REASON_TEXT.get(refused.reason, refused.reason),
                     "reason": refused.reason})
             except ServiceError as error:
                 form.add_error(error.field if error.field in form.fields else None,

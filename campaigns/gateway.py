@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from django.core.validators import validate_email
 from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
 
 from consents.models import OptInAccepted
 from consents.selectors import consent_settings
@@ -40,6 +41,21 @@ class Reason:
     ERASED = "erased"
     SUPPRESSED = "suppressed"
     NO_VALID_ADDRESS = "no_valid_address"
+
+
+# What each reason means, in words staff understand (pages show the code beside them).
+REASON_TEXT = {
+    Reason.ELIGIBLE: _("allowed"),
+    Reason.OPT_IN_BELOW_ACCEPTED: _("their opt-in is below the level accepted for "
+                                            "this kind of email"),
+    Reason.OPTED_OUT_USER: _("they asked us not to email them (opt-out recorded by "
+                                     "staff)"),
+    Reason.OPTED_OUT_CONTACT: _("they opted out themselves"),
+    Reason.PROCESSING_STOPPED: _("they asked us to stop processing their data"),
+    Reason.ERASED: _("their personal data was erased"),
+    Reason.SUPPRESSED: _("the address is on the suppression list"),
+    Reason.NO_VALID_ADDRESS: _("there is no valid email address"),
+}
 
 
 # Which checks apply to which kind. Replies to the contact's own message and system mail that

@@ -182,10 +182,11 @@ def portal_invite_view(model_admin, request, object_id):
             model_admin.message_user(request, _("The preference-page link is on its way."))
         return HttpResponseRedirect(back)
     access_rule = portal_settings().access_rule
+    decision = gateway.decide(person, gateway.Kind.PORTAL_INVITE)
     return render(request, "admin/preferences_portal/portal_invite.html", {
         **model_admin.admin_site.each_context(request),
         "title": _("Send preference-page link"), "person": person, "back": back,
-        "decision": gateway.decide(person, gateway.Kind.PORTAL_INVITE),
+        "decision": decision, "reason_text": gateway.REASON_TEXT.get(decision.reason),
         "inside_access_rule": not access_rule or rules.to_predicate(access_rule)(person),
         "opts": model_admin.model._meta,
     })
