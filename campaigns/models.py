@@ -1,4 +1,4 @@
-"""Email: for now the local mailbox that keeps every message in development."""
+"""Email: the outbox and mail log, web forms, double opt-in, campaigns and their tracking."""
 
 from django.conf import settings
 from django.db import models
@@ -37,6 +37,7 @@ class MessageStatus(models.TextChoices):
     SENT = "sent", _("Sent")
     SUPPRESSED = "suppressed", _("Suppressed")
     FAILED = "failed", _("Failed")
+    HELD = "held", _("Held (campaign paused)")
 
 
 class EmailMessage(models.Model):
@@ -173,3 +174,76 @@ class DoubleOptInBatch(models.Model):
 
     def __str__(self):
         return f"double opt-in to {self.marketing_list}"
+
+
+class CampaignStatus(models.TextChoices):
+    DRAFT = "draft", _("Draft")
+    SCHEDULED = "scheduled", _("Scheduled")
+    SENDING = "sending", _("Sending")
+    PAUSED = "paused", _("Paused")
+    CANCELLED = "cancelled", _("Cancelled")
+    SENT = "sent", _("Sent")
+
+
+class Campaign(models.Model):
+    """A marketing email to an audience: the union of `lists`, narrowed by `segment_rule` when
+    both are given (only the rule when no list is chosen).
+
+    Its bodies are templates with merge fields (`{{ first_name }}`, see campaigns.campaign_mail);
+    each message is rendered for its person at hand-off, after the gateway re-check.
+    """
+
+    name = models.CharField(_("name"), max_length=200)
+    subject = models.CharField(_("subject"), max_length=998)
+    body_html = models.TextField(_("HTML body"))
+    body_text = models.TextField(_("text body"))
+    lists = models.ManyToManyField("crm.MarketingList", blank=True, related_name="campaigns",
+                                   verbose_name=_("marketing lists"))
+    segment_rule = models.JSONField(_("segment rule"), null=True, blank=True)
+    status = models.CharField(_("status"), max_length=12, choices=CampaignStatus.choices,
+                              default=CampaignStatus.DRAFT)
+    scheduled_at = models.DateTimeField(_("send at"), null=True, blank=True)
+    # The audience as the gateway counted it when the campaign was materialised (reason →
+    # people), so the stats can show who was left out before sending and why.
+    audience_counts = models.JSONField(default=dict, blank=True)
+    materialised = models.PositiveIntegerField(default=0)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("campaign")
+        indexes = [models.Index(fields=["status", "scheduled_at"], name="campaign_due")]
+
+    def __str__(self):
+        return self.name
+
+
+class TrackingEvent(models.Model):
+    """An open or a click, recorded only while the person's engagement-tracking consent
+    allows it, and deleted when they revoke it (consent setting, on by default) or are erased."""
+
+    class Kind(models.TextChoices):
+        OPEN = "open", _("Opened")
+        CLICK = "click", _("Clicked")
+
+    person = models.ForeignKey("crm.Person", on_delete=models.CASCADE,
+                               related_name="tracking_events")
+    message = models.ForeignKey(EmailMessage, on_delete=models.CASCADE, related_name="+")
+    campaign = models.ForeignKey(Campaign, null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="tracking_events")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    url = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["campaign", "kind"], name="tracking_campaign_kind")]
+        verbose_name = _("tracking event")
+
+    def __str__(self):
+        return f"{self.kind}:{self.message_id}"

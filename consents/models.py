@@ -187,6 +187,10 @@ class ConsentSettings(models.Model):
     tracking_default_when_unknown = models.BooleanField(
         _("track engagement when the tracking consent is unknown"), default=False,
     )
+    tracking_delete_on_revoke = models.BooleanField(
+        _("delete a person's past opens and clicks when they revoke tracking consent"),
+        default=True,
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
