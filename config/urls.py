@@ -8,12 +8,14 @@ from campaigns.api import ComposeView, DoubleOptInView, InboundView, WebFormView
 from consents.api import ConsentPurposeViewSet, PersonConsentsView, ProofView
 from crm.api import ImportJobViewSet, PersonViewSet
 from crm.api_composed import ExplainView, SettingsView
+from crm.api_lists import MarketingListViewSet
 
 router = DefaultRouter()
 router.register("persons", PersonViewSet, basename="person")
 router.register("imports", ImportJobViewSet, basename="import")
 router.register("consent-purposes", ConsentPurposeViewSet, basename="consent-purpose")
 router.register("web-forms", WebFormViewSet, basename="web-form-api")
+router.register("marketing-lists", MarketingListViewSet, basename="marketing-list")
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="admin:index", permanent=False)),

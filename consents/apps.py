@@ -11,9 +11,11 @@ class ConsentsConfig(AppConfig):
         # consents: it calls what is registered here).
         from crm import extensions
 
-        from . import api
+        from . import api, person_filters
 
         extensions.person_filters["consent"] = api.consent_filter
+        extensions.person_filters["segment"] = person_filters.segment_filter
+        extensions.person_filters["rule"] = person_filters.rule_filter
         extensions.explain_sections["consents"] = api.explain_consents
         extensions.settings_sections["campaigns"] = extensions.SettingsSection(
             read=api.read_campaign_settings, update=api.update_campaign_settings,

@@ -18,8 +18,9 @@ from django.utils.translation import ngettext
 
 from config.readonly_admin import ReadOnlyAdminMixin
 
-from . import extensions, selectors, services
+from . import extensions, lists, selectors, services
 from .admin_imports import PersonImportExportMixin
+from .admin_lists import report_list_add  # also registers the marketing list admin
 from .admin_rights import PersonRightsMixin
 from .errors import ServiceError
 from .forms import custom_form_field, custom_value_for_service
@@ -488,11 +489,11 @@ class PersonAdmin(PersonRightsMixin, PersonImportExportMixin, admin.ModelAdmin):
     @admin.action(description=_("Add to marketing list…"), permissions=["change"])
     def add_to_marketing_list(self, request, queryset):
         def apply(data, ids):
-            result = services.marketing_list_add(
+            result = lists.list_add_people(
                 marketing_list=data["marketing_list"], person_ids=ids, actor=request.user,
                 source=services.Source.STAFF,
             )
-            _report_bulk(self, request, result, _("%(count)d people added to the list."))
+            report_list_add(self, request, result)
 
         return _intermediate(self, request, queryset, form_class=AddToListForm,
                              title=_("Add to a marketing list"), action="add_to_marketing_list",
@@ -524,27 +525,6 @@ class OrganisationAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         services.organisation_save(organisation=obj)
-
-
-class MembershipInline(admin.TabularInline):
-    model = MarketingList.members.through
-    extra = 0
-    fields = ("person", "source", "added_at")
-    readonly_fields = ("person", "source", "added_at")
-    can_delete = False
-    show_change_link = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-
-@admin.register(MarketingList)
-class MarketingListAdmin(admin.ModelAdmin):
-    list_display = ("name", "description", "created_at")
-    search_fields = ("name",)
-
-    def save_model(self, request, obj, form, change):
-        services.marketing_list_save(marketing_list=obj)
 
 
 @admin.register(AuditEntry)
