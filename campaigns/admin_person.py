@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.functional import cached_property
 from django.utils.translation import gettext_lazy as _
 
 from consents.models import ConsentEvent, Verification
@@ -17,6 +18,7 @@ from crm.errors import ServiceError
 from crm.models import EmailOptIn, MarketingList, Person
 
 from .admin_compose import (
+    ConversationFormSet,
     ConversationInline,
     compose_link,
     compose_view,
@@ -24,7 +26,9 @@ from .admin_compose import (
     record_inbound_view,
 )
 from .double_opt_in import NotSent, double_opt_in_send
+from .models import TrackingEvent
 from .optin import Actor, opt_in_change, staff_choices
+from .tracking import events_for
 
 
 class OptInForm(forms.Form):
@@ -89,6 +93,43 @@ def send_double_opt_in_to_list(model_admin, request, queryset):
                                         "appear under Double opt-in batches."))
 
 
+class TrackingEventsFormSet(ConversationFormSet):
+    """No forms, only the `events` list (and the same tolerance of a missing management form)."""
+
+    @cached_property
+    def events(self):
+        return list(events_for(self.instance.pk))
+
+
+class TrackingEventsInline(admin.TabularInline):
+    """Opens and clicks on the person page, newest first: a read-only block. Only recorded while
+    tracking consent allowed it; gone when the person revokes it (setting) or is erased."""
+
+    model = TrackingEvent
+    formset = TrackingEventsFormSet
+    template = "admin/campaigns/tracking_inline.html"
+    fields = ()
+    extra = 0
+    max_num = 0
+    can_delete = False
+    verbose_name_plural = _("Opens and clicks")
+
+    def has_view_permission(self, request, obj=None):
+        return obj is not None and request.user.has_perm("crm.view_person")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        return TrackingEvent.objects.none()  # the block lists events_for() instead
+
+
 def _opt_in_link(request, person):
     if not request.user.has_perm("crm.change_person"):
         return None
@@ -102,7 +143,7 @@ def extend_person_admins():
         extensions.PersonPage("send-email/", "send_email", compose_view),
         extensions.PersonPage("record-inbound/", "record_inbound", record_inbound_view),
     ])
-    extensions.person_inlines.append(ConversationInline)
+    extensions.person_inlines.extend([ConversationInline, TrackingEventsInline])
     extensions.person_links.extend([_opt_in_link, compose_link, inbound_link])
     list_admin = admin.site._registry.get(MarketingList)
     if list_admin is not None:

@@ -24,3 +24,10 @@ class CampaignsConfig(AppConfig):
         extensions.erasers["campaigns"] = rights.erase
         extensions.exporters["email"] = rights.export
         extensions.rights_notifiers["processing_resumed"] = rights.notify_processing_resumed
+        # A revoked tracking consent deletes the person's past opens and clicks, in the same
+        # transaction (consents calls its hooks; it never imports campaigns).
+        from consents import services as consent_services
+
+        from . import tracking
+
+        consent_services.consent_changed_hooks.append(tracking.delete_on_revoke)

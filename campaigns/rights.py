@@ -11,7 +11,13 @@ from crm.models import Person
 
 from .emails import absolute_url, enqueue
 from .gateway import Kind
-from .models import DoubleOptInRequest, EmailMessage, InboundMessage, MailboxMessage
+from .models import (
+    DoubleOptInRequest,
+    EmailMessage,
+    InboundMessage,
+    MailboxMessage,
+    TrackingEvent,
+)
 
 
 def _address_pattern(email: str) -> str:
@@ -25,7 +31,7 @@ def erase(person_id) -> None:
     The outbox rows stay as a PII-free mail log (kind, status, dates, reason): their address,
     subject, bodies and headers are blanked. A row still queued is suppressed by the gateway's
     re-check before sending (the person is erased or gone). Inbound messages, double opt-in
-    requests and the development mailbox's copies are deleted.
+    requests, opens and clicks, and the development mailbox's copies are deleted.
     """
     email = Person.objects.filter(pk=person_id).values_list("email", flat=True).first() or ""
     mine = Q(person_id=person_id)
@@ -44,12 +50,16 @@ def erase(person_id) -> None:
         updated_at=clock.now())
     InboundMessage.objects.filter(person_id=person_id).delete()
     DoubleOptInRequest.objects.filter(person_id=person_id).delete()
+    TrackingEvent.objects.filter(person_id=person_id).delete()
 
 
 def export(person_id) -> dict:
-    """The emails we sent (or held back) and the messages the person sent us."""
+    """The emails we sent (or held back), the messages the person sent us, and their recorded
+    opens and clicks."""
     sent = EmailMessage.objects.filter(person_id=person_id).order_by("created_at", "id")
     inbound = InboundMessage.objects.filter(person_id=person_id).order_by("received_at", "id")
+    tracked = (TrackingEvent.objects.filter(person_id=person_id).select_related("campaign")
+               .order_by("created_at", "id"))
     return {
         "emails": [
             {"kind": m.kind, "status": m.status, "reason": m.reason, "subject": m.subject,
@@ -60,6 +70,11 @@ def export(person_id) -> dict:
         "messages_received": [
             {"subject": m.subject, "text": m.body_text, "received_at": m.received_at.isoformat()}
             for m in inbound
+        ],
+        "opens_and_clicks": [
+            {"kind": e.kind, "url": e.url, "at": e.created_at.isoformat(),
+             "campaign": e.campaign.name if e.campaign else None}
+            for e in tracked
         ],
     }
 

@@ -168,7 +168,7 @@ class PolicyVersionAdmin(admin.ModelAdmin):
 
 @admin.register(ConsentSettings)
 class ConsentSettingsAdmin(admin.ModelAdmin):
-    fields = ("opt_in_accepted", "tracking_default_when_unknown")
+    fields = ("opt_in_accepted", "tracking_default_when_unknown", "tracking_delete_on_revoke")
 
     def changelist_view(self, request, extra_context=None):
         row = selectors.consent_settings()

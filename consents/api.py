@@ -174,12 +174,15 @@ def explain_consents(person) -> dict:
     for purpose in ConsentPurpose.objects.filter(active=True).order_by("position", "key"):
         consent = current.get(purpose.pk)
         state = consent.state if consent else ConsentState.UNKNOWN
-        entry = {"state": state, "event": consent.last_event_id if consent else None}
-        if purpose.kind == PurposeKind.ENGAGEMENT_TRACKING and state == ConsentState.UNKNOWN:
-            entry["decided_by"] = "setting:tracking.default_when_unknown"
-            entry["allowed"] = tracking_default
+        entry = {"state": state, "event": consent.last_event_id if consent else None,
+                 "decided_by": "event" if consent and consent.last_event_id else "no_answer"}
+        if purpose.kind == PurposeKind.ENGAGEMENT_TRACKING:
+            # The rule the tracking views apply (consents.selectors): no answer yet (unknown or
+            # pending) falls back to the admins' setting.
+            if state not in (ConsentState.GRANTED, ConsentState.REVOKED):
+                entry["decided_by"] = "setting:tracking.default_when_unknown"
+            entry["allowed"] = selectors.tracking_state_allows(state, default=tracking_default)
         else:
-            entry["decided_by"] = "event" if consent and consent.last_event_id else "no_answer"
             entry["allowed"] = state == ConsentState.GRANTED
         out[purpose.key] = entry
     return out
@@ -197,16 +200,24 @@ def update_campaign_settings(data: dict) -> None:
     services.settings_update(**data)
 
 
+# API name -> ConsentSettings field of the "tracking" section.
+TRACKING_SETTINGS = {"default_when_unknown": "tracking_default_when_unknown",
+                     "delete_on_revoke": "tracking_delete_on_revoke"}
+
+
 def read_tracking_settings() -> dict:
-    return {"default_when_unknown": selectors.consent_settings().tracking_default_when_unknown}
+    row = selectors.consent_settings()
+    return {name: getattr(row, field) for name, field in TRACKING_SETTINGS.items()}
 
 
 def update_tracking_settings(data: dict) -> None:
-    _only(data, {"default_when_unknown"})
-    if "default_when_unknown" in data:
-        if not isinstance(data["default_when_unknown"], bool):
-            raise ValidationError({"default_when_unknown": ["Use true or false."]})
-        services.settings_update(tracking_default_when_unknown=data["default_when_unknown"])
+    _only(data, set(TRACKING_SETTINGS))
+    errors = {name: ["Use true or false."] for name, value in data.items()
+              if not isinstance(value, bool)}
+    if errors:
+        raise ValidationError(errors)
+    if data:
+        services.settings_update(**{TRACKING_SETTINGS[name]: value for name, value in data.items()})
 
 
 def _only(data, allowed: set) -> None:

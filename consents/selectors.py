@@ -60,3 +60,57 @@ def portal_settings():
 
     row, _created = PortalSettings.objects.get_or_create(pk=1)
     return row
+
+
+# -- engagement tracking ------------------------------------------------------------------------
+# One rule, read two ways (a set-based query for many people, a predicate for one answer shown by
+# the explain endpoint): the person may be tracked when no active engagement-tracking purpose
+# says no. Granted says yes, revoked says no, and unknown / pending / never asked falls back to
+# the admins' `tracking_default_when_unknown`. With no active tracking purpose, the setting alone
+# decides. People whose processing is stopped or who were erased are never tracked (GDPR art. 18:
+# an opened email is processing too).
+
+def tracking_state_allows(state: str, *, default: bool) -> bool:
+    """Whether one engagement-tracking answer allows tracking (`default`: the admins' setting
+    for people who never answered)."""
+    from .models import ConsentState
+
+    if state == ConsentState.GRANTED:
+        return True
+    if state == ConsentState.REVOKED:
+        return False
+    return default
+
+
+def tracking_allowed_ids(person_ids) -> set:
+    """The ids among `person_ids` whose opens and clicks may be recorded now, in one query."""
+    from django.db.models import BooleanField, Exists, OuterRef, Q, Subquery, Value
+    from django.db.models.functions import Coalesce
+
+    from crm.models import Person
+
+    from .models import ConsentPurpose, ConsentSettings, ConsentState, PurposeKind
+
+    person_ids = list(person_ids)
+    if not person_ids:
+        return set()
+    purposes = ConsentPurpose.objects.filter(active=True, kind=PurposeKind.ENGAGEMENT_TRACKING)
+    answer = Consent.objects.filter(person_id=OuterRef(OuterRef("pk")), purpose_id=OuterRef("pk"))
+    # The settings row may not exist yet: the model's default (off) applies then.
+    default = Coalesce(
+        Subquery(ConsentSettings.objects.filter(pk=1)
+                 .values("tracking_default_when_unknown")[:1]),
+        Value(False), output_field=BooleanField())
+    revoked = Exists(purposes.filter(Exists(answer.filter(state=ConsentState.REVOKED))))
+    not_granted = Exists(purposes.exclude(Exists(answer.filter(state=ConsentState.GRANTED))))
+    # "Every purpose granted" must not hold vacuously: with no active purpose, the setting decides.
+    all_granted = Q(Exists(purposes)) & ~Q(not_granted)
+    allowed = (Person.objects.filter(pk__in=person_ids, erased_at__isnull=True,
+                                     processing_stopped_at__isnull=True)
+               .filter(~Q(revoked) & (Q(default) | all_granted)))
+    return set(allowed.order_by().values_list("pk", flat=True))
+
+
+def tracking_allowed(person) -> bool:
+    """Whether this person's opens and clicks may be recorded now (see tracking_allowed_ids)."""
+    return person.pk in tracking_allowed_ids([person.pk])

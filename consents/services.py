@@ -155,6 +155,13 @@ def _evidence(*, verified_by: str, actor, note: str, extra: dict | None) -> dict
     return evidence
 
 
+# fn(person, purpose, state) -> None, called inside _record's transaction after every change of
+# consent state (grant, revoke, request, lapse). Apps above consents register here in their
+# AppConfig.ready(): campaigns deletes past tracking events when tracking consent is revoked, in
+# the same transaction as the revocation, so the two never disagree.
+consent_changed_hooks: list = []
+
+
 def _record(*, person, purpose: ConsentPurpose, state: str, action: str, source: str,
             verified_by: str, evidence: dict | None, actor, note: str, ip: str | None,
             user_agent: str | None) -> Consent:
@@ -188,6 +195,8 @@ def _record(*, person, purpose: ConsentPurpose, state: str, action: str, source:
             elif state == ConsentState.GRANTED:
                 crm_services.person_unlock_field(person_id=person.pk, field=purpose.field.key,
                                                  actor=actor, source=source)
+        for hook in consent_changed_hooks:
+            hook(person, purpose, state)
     return consent
 
 

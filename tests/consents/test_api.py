@@ -86,7 +86,7 @@ def test_settings_api_is_admin_only_and_validates(staff_api, admin_api):
     assert staff_api.get("/api/settings/").status_code == 403
     body = admin_api.get("/api/settings/").json()
     assert body["campaigns"] == {"opt_in_accepted": "double"}
-    assert body["tracking"] == {"default_when_unknown": False}
+    assert body["tracking"] == {"default_when_unknown": False, "delete_on_revoke": True}
     changed = admin_api.patch("/api/settings/", {"campaigns": {"opt_in_accepted": "double+user"},
                                                  "tracking": {"default_when_unknown": True}},
                               format="json")
