@@ -31,3 +31,8 @@ class CampaignsConfig(AppConfig):
         from . import tracking
 
         consent_services.consent_changed_hooks.append(tracking.delete_on_revoke)
+        # The people behind one count of a campaign's dry run, on /api/persons/ and the staff
+        # list: ?campaign_audience=<campaign id>:<reason>.
+        from .api_campaigns import filter_people_by_audience
+
+        extensions.person_filters["campaign_audience"] = filter_people_by_audience

@@ -52,7 +52,7 @@ class EmailMessage(models.Model):
                                related_name="email_messages")
     kind = models.CharField(max_length=16)
     template = models.CharField(max_length=64, blank=True)
-    campaign_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    campaign_id = models.BigIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=200)
     message_id = models.CharField(max_length=255)
     in_reply_to = models.CharField(max_length=255, blank=True)
@@ -76,7 +76,9 @@ class EmailMessage(models.Model):
         # Every message is updated as it is claimed and marked, and each index is written
         # again: only what a query uses. Uniqueness as constraints, not `unique=True`, which on
         # PostgreSQL adds a second (LIKE) index per column that no query here needs.
-        indexes = [models.Index(fields=["status", "lease_until"], name="outbox_status_lease")]
+        # A campaign's progress and "anything left to send?" read (campaign, status).
+        indexes = [models.Index(fields=["status", "lease_until"], name="outbox_status_lease"),
+                   models.Index(fields=["campaign_id", "status"], name="outbox_campaign_status")]
         constraints = [
             models.UniqueConstraint(fields=["idempotency_key"], name="outbox_idempotency_key"),
             models.UniqueConstraint(fields=["message_id"], name="outbox_message_id"),
@@ -207,6 +209,7 @@ class Campaign(models.Model):
     # people), so the stats can show who was left out before sending and why.
     audience_counts = models.JSONField(default=dict, blank=True)
     materialised = models.PositiveIntegerField(default=0)
+    materialised_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -2,9 +2,19 @@
 allowed message to SMTP over one connection, and record what happened to every row.
 
 Crash safety rests on the rows, not the broker. A claim is a lease (SENDING until
-`lease_until`); each row is marked right after its hand-off, so a worker killed mid-batch leaves
-only the message in flight unmarked. The sweeper (`requeue_stuck`) puts rows whose lease ran out
-back in the queue: nothing is lost, and at most that one message goes twice.
+`lease_until`); each row is marked right after its hand-off (its `sent_at`), so a worker killed
+mid-batch leaves only the message in flight unmarked. The sweeper (`requeue_stuck`) puts rows
+whose lease ran out back in the queue, and finishes those marked sent: nothing is lost, and at
+most that one message goes twice. The per-message mark writes only columns no index covers, so
+PostgreSQL updates the row in place (a HOT update); the indexed status turns SENT for the whole
+batch in one statement at its end.
+
+No change a person makes can miss a batch: before the gateway's re-check, the batch takes a
+share lock on its people's rows (on a second connection, held until the batch's last hand-off),
+so an opt-out, a stop of processing or an erasure — each of which locks the person's row first —
+either commits before the re-check, which then sees it, or waits until the batch is handed off.
+A person whose row is being changed at that moment is skipped (SKIP LOCKED) and their message
+tried again a few seconds later.
 
 `lease_until` means "due at" on a QUEUED row (a transient failure sets it to the retry time) and
 "claimed until" on a SENDING one.
@@ -14,6 +24,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import smtplib
 import uuid
@@ -27,7 +38,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.core.mail.message import sanitize_address
-from django.db import DatabaseError, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db import connection as db
 from django.db.models import OuterRef, Q, Subquery
 
@@ -36,8 +47,9 @@ from consents.models import ConsentEvent
 from consents.selectors import consent_settings
 from crm.models import Person
 
-from . import gateway
-from .models import EmailMessage
+from . import campaign_mail, gateway
+from .campaign_send import CANCELLED_REASON
+from .models import CampaignStatus, EmailMessage
 from .models import MessageStatus as S
 
 logger = logging.getLogger(__name__)
@@ -47,7 +59,8 @@ BACKOFF_BASE_SECONDS = 60  # then 120, 240, 480; capped below
 BACKOFF_CAP_SECONDS = 30 * 60
 SWEEP_MAX_BATCHES = 100  # per sweep: a huge backlog is drained over several sweeps
 _FIELDS = ("id", "person_id", "kind", "to_address", "subject", "body_text", "body_html",
-           "headers", "message_id", "in_reply_to", "attempts")
+           "headers", "message_id", "in_reply_to", "attempts", "campaign_id", "template")
+BUSY_RETRY_SECONDS = 2  # a person whose row is being changed: their message waits this long
 
 
 @dataclass
@@ -57,6 +70,7 @@ class BatchResult:
     failed: int = 0
     retry_ids: list = field(default_factory=list)  # back in the queue: send them again later
     retry_in: int = 0  # seconds until every one of them is due
+    campaign_ids: set = field(default_factory=set)  # campaigns this batch sent for
 
 
 @dataclass(frozen=True)
@@ -102,12 +116,126 @@ def send_batch(message_ids) -> BatchResult:
     with db.cursor() as cursor, _commits_without_flush(cursor):
         lease = _Lease.start()
         rows = _claim(message_ids, lease)
-        if rows:
+        if not rows:
+            return result
+        result.campaign_ids = {row.campaign_id for row in rows if row.campaign_id}
+        with _people_lock({row.person_id for row in rows if row.person_id}) as busy:
             decisions, people = _fresh_decisions(rows)
             allowed = _suppress_blocked(rows, decisions, result)
-            if allowed:
-                _deliver(allowed, people, lease, result, cursor)
+            allowed = _release_busy(allowed, busy, result)
+            renderer = campaign_mail.BatchRenderer(allowed)
+            allowed = _campaign_gate(allowed, renderer, result)
+            try:
+                if allowed:
+                    _deliver(allowed, people, renderer, lease, result, cursor)
+            finally:
+                _finalise_sent(allowed)
     return result
+
+
+_LOCK_ALIAS = "outbox-people-lock"
+_lock_db = None  # this process's second connection (a forked worker opens its own)
+_lock_pid = None
+_PEOPLE_LOCK = (  # noqa: S608 - the table name is ours, the ids a parameter
+    "WITH locked AS (SELECT id FROM {people} WHERE id = ANY(%s::uuid[]) FOR SHARE SKIP LOCKED) "
+    "SELECT id FROM {people} WHERE id = ANY(%s::uuid[]) AND id NOT IN (SELECT id FROM locked)")
+
+
+def _lock_connection():
+    global _lock_db, _lock_pid
+    pid = os.getpid()
+    if _lock_db is None or _lock_pid != pid:
+        base = connections[DEFAULT_DB_ALIAS]
+        _lock_db = type(base)(dict(base.settings_dict), alias=_LOCK_ALIAS)
+        _lock_pid = pid
+    return _lock_db
+
+
+@contextlib.contextmanager
+def _people_lock(person_ids):
+    """Share-lock the people of a batch until the block ends (see the module docstring);
+    yields the ids of those whose row another transaction is changing right now."""
+    global _lock_db
+    if db.vendor != "postgresql" or not person_ids:
+        yield set()
+        return
+    ids = [str(pk) for pk in person_ids]
+    sql = _PEOPLE_LOCK.format(people=Person._meta.db_table)
+    for attempt in (1, 2):  # a connection the server dropped is reopened once
+        lock_db = _lock_connection()
+        try:
+            lock_db.ensure_connection()
+            lock_db.connection.autocommit = True
+            with lock_db.connection.cursor() as cursor:
+                cursor.execute("BEGIN")
+                cursor.execute(sql, [ids, ids])
+                busy = {row[0] for row in cursor.fetchall()}
+            break
+        except DatabaseError:
+            with contextlib.suppress(Exception):
+                lock_db.close()
+            _lock_db = None
+            if attempt == 2:
+                raise
+    try:
+        yield {uuid.UUID(str(pk)) for pk in busy}
+    finally:
+        try:
+            with lock_db.connection.cursor() as cursor:
+                cursor.execute("ROLLBACK")
+        except DatabaseError:  # a broken lock connection releases its locks by closing
+            with contextlib.suppress(Exception):
+                lock_db.close()
+            _lock_db = None
+
+
+def close_lock_connection() -> None:
+    """Close this process's lock connection (tests, before their database is dropped)."""
+    global _lock_db
+    if _lock_db is not None:
+        with contextlib.suppress(Exception):
+            _lock_db.close()
+        _lock_db = None
+
+
+def _release_busy(rows, busy: set, result: BatchResult) -> list:
+    """Rows whose person is being changed go back to the queue for a few seconds, unsent and
+    without counting an attempt; the others are returned."""
+    if not busy:
+        return rows
+    waiting = [row.pk for row in rows if row.person_id in busy]
+    now = clock.now()
+    EmailMessage.objects.filter(pk__in=waiting).update(
+        status=S.QUEUED, lease_until=now + timedelta(seconds=BUSY_RETRY_SECONDS),
+        updated_at=now)
+    result.retry_ids.extend(waiting)
+    result.retry_in = max(result.retry_in, BUSY_RETRY_SECONDS)
+    return [row for row in rows if row.person_id not in busy]
+
+
+def _campaign_gate(rows, renderer, result: BatchResult) -> list:
+    """A paused campaign's rows are held, a cancelled one's suppressed, before any hand-off."""
+    held, cancelled, go = [], [], []
+    for row in rows:
+        if row.template != campaign_mail.TEMPLATE:
+            go.append(row)
+            continue
+        status = renderer.status(row)
+        if status == CampaignStatus.SENDING:
+            go.append(row)
+        elif status in (CampaignStatus.CANCELLED, None):
+            cancelled.append(row.pk)
+        else:
+            held.append(row.pk)
+    now = clock.now()
+    if held:
+        EmailMessage.objects.filter(pk__in=held).update(status=S.HELD, lease_until=None,
+                                                        updated_at=now)
+    if cancelled:
+        EmailMessage.objects.filter(pk__in=cancelled).update(
+            status=S.SUPPRESSED, reason=CANCELLED_REASON, lease_until=None, updated_at=now)
+        result.suppressed += len(cancelled)
+    return go
 
 
 def _suppress_blocked(rows, decisions, result: BatchResult) -> list:
@@ -130,7 +258,8 @@ def _suppress_blocked(rows, decisions, result: BatchResult) -> list:
 
 def _claimable(now) -> Q:
     due = Q(status=S.QUEUED) & (Q(lease_until__isnull=True) | Q(lease_until__lte=now))
-    return due | Q(status=S.SENDING, lease_until__lt=now)
+    # A SENDING row whose lease ran out was not handed off, unless it was marked sent.
+    return due | Q(status=S.SENDING, lease_until__lt=now, sent_at__isnull=True)
 
 
 def _claim(message_ids, lease: "_Lease") -> list[EmailMessage]:
@@ -205,7 +334,7 @@ class _Lease:
         self.until = until
 
 
-def _deliver(rows, people, lease: _Lease, result: BatchResult, cursor) -> None:
+def _deliver(rows, people, renderer, lease: _Lease, result: BatchResult, cursor) -> None:
     """Hand each row to SMTP over one connection (timeouts: EMAIL_TIMEOUT), marking it at once."""
     backend = get_connection(fail_silently=False)
     try:
@@ -217,7 +346,7 @@ def _deliver(rows, people, lease: _Lease, result: BatchResult, cursor) -> None:
             _retry_later(row, "smtp_connect", result)
         return
     try:
-        _send_each(rows, people, lease, result, backend, cursor)
+        _send_each(rows, people, renderer, lease, result, backend, cursor)
     finally:
         # A connection that is already gone cannot be closed politely; all sent is marked.
         with contextlib.suppress(OSError):
@@ -244,7 +373,8 @@ def _commits_without_flush(cursor):
                 cursor.execute("RESET synchronous_commit")
 
 
-def _send_each(rows, people, lease: _Lease, result: BatchResult, backend, cursor) -> None:
+def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backend,
+               cursor) -> None:
     hand_off = _HandOff(backend)
     for index, row in enumerate(rows):
         lease.keep(rows[index:])
@@ -252,7 +382,8 @@ def _send_each(rows, people, lease: _Lease, result: BatchResult, backend, cursor
             continue
         address, state, event = people[row.person_id]
         try:
-            hand_off(_build(row, address, backend))
+            content = renderer(row) if row.template == campaign_mail.TEMPLATE else None
+            hand_off(_build(row, address, backend, content))
         except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
             outcome = classify(error)
             logger.warning("outbox: message %s not sent (%s)", row.pk, outcome.reason)
@@ -269,14 +400,21 @@ def _send_each(rows, people, lease: _Lease, result: BatchResult, backend, cursor
         result.sent += 1
 
 
-def _build(row, address: str, backend) -> EmailMultiAlternatives:
-    headers = {**row.headers, "Message-ID": row.message_id}
+def _build(row, address: str, backend, content=None) -> EmailMultiAlternatives:
+    """The message of `row`: its stored subject and bodies, or `content` (rendered at hand-off:
+    a campaign's (RenderedEmail, headers))."""
+    subject, text, html, headers = row.subject, row.body_text, row.body_html, row.headers
+    if content is not None:
+        rendered, extra = content
+        subject, text, html, headers = rendered.subject, rendered.text, rendered.html, \
+            {**headers, **extra}
+    headers = {**headers, "Message-ID": row.message_id}
     if row.in_reply_to:
         headers.update({"In-Reply-To": row.in_reply_to, "References": row.in_reply_to})
-    message = EmailMultiAlternatives(row.subject, row.body_text, settings.DEFAULT_FROM_EMAIL,
+    message = EmailMultiAlternatives(subject, text, settings.DEFAULT_FROM_EMAIL,
                                      [address], headers=headers, connection=backend)
-    if row.body_html:
-        message.attach_alternative(row.body_html, "text/html")
+    if html:
+        message.attach_alternative(html, "text/html")
     return message
 
 
@@ -342,11 +480,13 @@ def wire_bytes(mime) -> bytes:
 # The address is recorded only while the person is not erased: an erasure that committed
 # after this batch read the address (and blanked the log) must not have it written back.
 _OUTBOX, _PEOPLE = EmailMessage._meta.db_table, Person._meta.db_table
+# Only columns no index covers: PostgreSQL can then update the row in place (HOT), with no new
+# entry in any of the outbox's indexes. The status follows for the whole batch (_finalise_sent).
 _MARK_SENT = (  # the table names are ours; every value is a parameter
-    f"UPDATE {_OUTBOX} SET status = %s, sent_at = %s, "  # noqa: S608
+    f"UPDATE {_OUTBOX} SET sent_at = %s, "  # noqa: S608
     f"to_address = CASE WHEN EXISTS (SELECT 1 FROM {_PEOPLE} WHERE {_PEOPLE}.id = "
     f"{_OUTBOX}.person_id AND {_PEOPLE}.erased_at IS NULL) THEN %s ELSE '' END, "
-    "reason = '', lease_until = NULL, allowed_by = %s, updated_at = %s WHERE id = %s")
+    "allowed_by = %s, updated_at = %s WHERE id = %s")
 
 
 def _mark_sent(cursor, row, address: str, state: str, event) -> None:
@@ -354,7 +494,15 @@ def _mark_sent(cursor, row, address: str, state: str, event) -> None:
     # more than running it.
     now = clock.now()
     proof = json.dumps({"opt_in": state, "event": event, "reason": gateway.Reason.ELIGIBLE})
-    cursor.execute(_MARK_SENT, [S.SENT, now, address, proof, now, row.pk])
+    cursor.execute(_MARK_SENT, [now, address, proof, now, row.pk])
+
+
+def _finalise_sent(rows) -> None:
+    """The rows of this batch marked sent become SENT (one statement for the batch)."""
+    if rows:
+        EmailMessage.objects.filter(pk__in=[row.pk for row in rows], status=S.SENDING,
+                                    sent_at__isnull=False).update(
+            status=S.SENT, reason="", lease_until=None)
 
 
 def _fail(row, reason: str, result: BatchResult, *, attempts: int | None = None) -> None:
@@ -396,6 +544,9 @@ def requeue_stuck(batch_size: int | None = None):
     size = batch_size or settings.OUTBOX_BATCH_SIZE
     now = clock.now()
     lease = timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
+    # Handed off before the worker died, not yet finalised: sent, not stuck.
+    EmailMessage.objects.filter(status=S.SENDING, lease_until__lt=now,
+                                sent_at__isnull=False).update(status=S.SENT, lease_until=None)
     stuck = (Q(status=S.QUEUED, lease_until__lt=now - lease)
              | Q(status=S.QUEUED, lease_until__isnull=True, created_at__lt=now - lease)
              | Q(status=S.SENDING, lease_until__lt=now))

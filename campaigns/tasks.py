@@ -6,7 +6,7 @@ come back through the sweeper once their lease runs out.
 
 from celery import shared_task
 
-from . import sender
+from . import campaign_send, sender
 
 
 @shared_task(acks_late=True)
@@ -17,6 +17,8 @@ def send_messages(message_ids: list[int]) -> int:
     result = sender.send_batch(message_ids)
     if result.retry_ids:
         send_messages.apply_async([result.retry_ids], countdown=result.retry_in)
+    for campaign_id in result.campaign_ids:
+        campaign_send.campaign_finish_if_done(campaign_id)
     return result.sent
 
 
@@ -27,7 +29,20 @@ def sweep_outbox() -> int:
     for ids in sender.requeue_stuck():
         send_messages.delay(ids)
         swept += len(ids)
+    campaign_send.finish_campaigns()
     return swept
+
+
+@shared_task(acks_late=True)
+def start_campaign(campaign_id: int) -> int:
+    """Materialise a campaign's audience into the outbox and fan it out (idempotent)."""
+    return campaign_send.campaign_start(campaign_id)
+
+
+@shared_task(acks_late=True)
+def start_due_campaigns() -> int:
+    """Start scheduled campaigns whose time has come (every 30 s, from beat)."""
+    return campaign_send.start_due_campaigns()
 
 
 @shared_task(acks_late=True)

@@ -129,6 +129,7 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE: dict = {
     "expire-consents": {"task": "consents.tasks.expire_consents", "schedule": 3600.0},
     "sweep-outbox": {"task": "campaigns.tasks.sweep_outbox", "schedule": 30.0},
+    "start-due-campaigns": {"task": "campaigns.tasks.start_due_campaigns", "schedule": 30.0},
     "retention-unconfirmed-leads": {"task": "crm.tasks.delete_unconfirmed_leads",
                                     "schedule": 86400.0},
 }

@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 from rest_framework.routers import DefaultRouter
 
 from campaigns.api import ComposeView, DoubleOptInView, InboundView, WebFormViewSet
+from campaigns.api_campaigns import CampaignViewSet
 from consents.api import ConsentPurposeViewSet, PersonConsentsView, ProofView
 from crm.api import ImportJobViewSet, PersonViewSet
 from crm.api_composed import ExplainView, SettingsView
@@ -15,6 +16,7 @@ router.register("persons", PersonViewSet, basename="person")
 router.register("imports", ImportJobViewSet, basename="import")
 router.register("consent-purposes", ConsentPurposeViewSet, basename="consent-purpose")
 router.register("web-forms", WebFormViewSet, basename="web-form-api")
+router.register("campaigns", CampaignViewSet, basename="campaign")
 router.register("marketing-lists", MarketingListViewSet, basename="marketing-list")
 
 urlpatterns = [

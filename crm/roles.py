@@ -21,6 +21,9 @@ STAFF_PERMISSIONS = {
     "crm.view_importjob", "crm.add_importjob",
     "campaigns.view_mailboxmessage", "campaigns.view_emailmessage",
     "campaigns.view_doubleoptinbatch",
+    # Campaigns: build, send, pause and cancel them, see their stats and who engaged.
+    "campaigns.view_campaign", "campaigns.add_campaign", "campaigns.change_campaign",
+    "campaigns.view_trackingevent",
     # Consents: see every answer, record one a person gave on paper, work with segments and the
     # report. Purposes, policy texts and consent settings stay with the Admins.
     "consents.view_consent", "consents.add_consent", "consents.view_consentevent",

@@ -104,3 +104,13 @@ def staff_api(staff_user):
 @pytest.fixture
 def admin_api(admin_user_):
     return _api(admin_user_)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_the_senders_lock_connection(django_db_setup):
+    """The sender share-locks a batch's people on a second connection of its own: close it
+    before the test database is dropped (an open session would keep it from being dropped)."""
+    yield
+    from campaigns import sender
+
+    sender.close_lock_connection()

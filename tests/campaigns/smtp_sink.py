@@ -9,6 +9,7 @@ import contextlib
 import email
 import socket
 import threading
+import time
 
 from aiosmtpd.controller import Controller
 
@@ -24,6 +25,7 @@ class Sink:
         self.delay = delay
         self.refuse: dict[str, str] = {}
         self.messages: list = []  # email.message.Message, in arrival order
+        self.arrived: list[float] = []  # time.time() each message's DATA began, same order
         self._lock = threading.Lock()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -33,11 +35,13 @@ class Sink:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        arrived = time.time()  # the message has been handed over: its DATA is here
         if self.delay:
             await asyncio.sleep(self.delay)
         message = email.message_from_bytes(envelope.original_content or envelope.content)
         with self._lock:
             self.messages.append(message)
+            self.arrived.append(arrived)
         return "250 Message accepted for delivery"
 
     def message_ids(self) -> list[str]:

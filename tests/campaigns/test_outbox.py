@@ -144,9 +144,11 @@ def test_an_erasure_committed_mid_batch_keeps_the_address_out_of_the_sent_log(si
 
     kept, erased = _messages(2, tag="erase")
     rights.person_erase(person=erased.person, source="staff")
+    EmailMessage.objects.filter(pk__in=[kept.pk, erased.pk]).update(status=S.SENDING)
     with connection.cursor() as cursor:
         for row in (kept, erased):
             sender._mark_sent(cursor, row, "read.before@example.org", "none", None)
+    sender._finalise_sent([kept, erased])
     kept.refresh_from_db()
     erased.refresh_from_db()
     assert (kept.status, kept.to_address) == (S.SENT, "read.before@example.org")

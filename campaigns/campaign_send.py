@@ -1,0 +1,292 @@
+"""A campaign's life: save, send now or at a time, materialise the audience into the outbox, fan
+out to the workers, pause, resume, cancel, finish; and its stats.
+
+Sending at scale: the eligible audience becomes outbox rows in one `INSERT … SELECT`, each with
+the idempotency key `campaign:<id>:<person id>` and a fixed Message-ID, so running it twice (a
+worker killed mid-way, a double click) adds nobody twice. The rows carry no body: the sender
+re-checks the gateway for each batch and renders each message at hand-off
+(campaigns.campaign_mail), so what goes out and whether it goes are decided from fresh data.
+"""
+
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.db.models import Count, Exists, OuterRef
+from django.utils.translation import gettext as _
+
+from config import clock
+from consents import rules
+from consents.models import ConsentEvent
+from consents.selectors import consent_settings
+from crm.errors import ServiceError
+from crm.models import EmailOptIn
+
+from . import audience, campaign_mail
+from .gateway import Kind, Reason
+from .models import Campaign, EmailMessage, TrackingEvent
+from .models import CampaignStatus as C
+from .models import MessageStatus as S
+
+EDITABLE = (C.DRAFT, C.SCHEDULED)
+CANCELLED_REASON = "campaign_cancelled"
+
+
+class CampaignStateError(ServiceError):
+    status_code = 409
+    code = "campaign_state"
+
+
+def _refuse(campaign: Campaign, action: str) -> None:
+    raise CampaignStateError(_("A campaign that is %(status)s cannot be %(action)s.")
+                             % {"status": campaign.get_status_display().lower(),
+                                "action": action})
+
+
+def campaign_validate(campaign: Campaign) -> None:
+    """Field errors of a campaign about to be saved (ValidationError)."""
+    errors = {}
+    try:
+        campaign_mail.validate_content(campaign)
+    except ValidationError as error:
+        errors.update(error.message_dict)
+    if campaign.segment_rule:
+        try:
+            rules.validate(campaign.segment_rule)
+        except ValidationError as error:
+            errors["segment_rule"] = error.messages
+    if errors:
+        raise ValidationError(errors)
+
+
+def campaign_save(*, campaign: Campaign, lists=None, actor=None) -> Campaign:
+    """Create or change a campaign (only while it is a draft or scheduled)."""
+    if campaign.pk:
+        current = Campaign.objects.filter(pk=campaign.pk).values_list("status", flat=True).first()
+        if current not in EDITABLE:
+            _refuse(campaign, _("changed"))
+    campaign_validate(campaign)
+    with transaction.atomic():
+        if not campaign.pk and actor is not None and actor.is_authenticated:
+            campaign.created_by = actor
+        campaign.save()
+        if lists is not None:
+            campaign.lists.set(lists)
+    return campaign
+
+
+def campaign_send(*, campaign: Campaign, at: datetime | None = None) -> Campaign:
+    """Send now (materialised by a task once this commits), or schedule for `at`."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if campaign.status not in EDITABLE:
+            _refuse(campaign, _("sent"))
+        if not campaign.lists.exists() and not campaign.segment_rule:
+            raise ValidationError({"lists": [_("Choose at least one list or a segment rule.")]})
+        now = clock.now()
+        if at is not None and at > now:
+            campaign.status, campaign.scheduled_at = C.SCHEDULED, at
+            campaign.save(update_fields=["status", "scheduled_at", "updated_at"])
+            return campaign
+        campaign.status, campaign.started_at = C.SENDING, now
+        campaign.save(update_fields=["status", "started_at", "updated_at"])
+        from .tasks import start_campaign
+
+        transaction.on_commit(lambda: start_campaign.delay(campaign.pk))
+    return campaign
+
+
+def start_due_campaigns() -> int:
+    """Start the scheduled campaigns whose time has come (periodic)."""
+    started = 0
+    for campaign in Campaign.objects.filter(status=C.SCHEDULED, scheduled_at__lte=clock.now()):
+        try:
+            campaign_send(campaign=campaign)
+        except (CampaignStateError, ValidationError):
+            continue
+        started += 1
+    return started
+
+
+def _message_domain() -> str:
+    return urlsplit(settings.SITE_URL).hostname or "consenso.local"
+
+
+_OUTBOX = EmailMessage._meta.db_table
+
+
+def materialise(campaign_id: int) -> int:
+    """Write one outbox row per eligible person of the campaign, in one statement, and return
+    how many rows it added. Safe to run again: existing (campaign, person) keys are skipped."""
+    campaign = Campaign.objects.get(pk=campaign_id)
+    accepted = consent_settings().opt_in_accepted
+    people = audience.eligible(campaign, accepted=accepted).order_by().values("pk")
+    select_sql, select_params = people.query.sql_with_params()
+    now = clock.now()
+    # Every value is a parameter; the table name and the SELECT are Django's.
+    sql = (
+        f"INSERT INTO {_OUTBOX} (person_id, kind, template, campaign_id, "  # noqa: S608
+        "idempotency_key, message_id, in_reply_to, to_address, subject, body_text, body_html, "
+        "headers, status, reason, attempts, lease_until, allowed_by, created_at, updated_at) "
+        "SELECT a.id, %s, %s, %s, %s || a.id::text, "
+        "%s || replace(a.id::text, '-', '') || %s, '', '', '', '', '', '{}'::jsonb, %s, '', 0, "
+        "%s, '{}'::jsonb, %s, %s "
+        f"FROM ({select_sql}) AS a (id) "
+        "ON CONFLICT ON CONSTRAINT outbox_idempotency_key DO NOTHING")
+    params = [Kind.CAMPAIGN, campaign_mail.TEMPLATE, campaign.pk, f"campaign:{campaign.pk}:",
+              f"<c{campaign.pk}.", f"@{_message_domain()}>", S.QUEUED, now, now, now]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *select_params])
+        return cursor.rowcount
+
+
+def campaign_start(campaign_id: int) -> int:
+    """Materialise a sending campaign's audience and fan it out to the workers (the task
+    start_campaign). Returns how many messages it queued; nothing when the campaign is no
+    longer sending (paused or cancelled before the task ran)."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        if campaign.status != C.SENDING:
+            return 0
+        accepted = consent_settings().opt_in_accepted
+        counts = audience.reason_counts(campaign, accepted=accepted)
+        added = materialise(campaign.pk)
+        campaign.audience_counts = {r: n for r, n in counts.items() if n}
+        campaign.materialised = EmailMessage.objects.filter(campaign_id=campaign.pk).count()
+        campaign.materialised_at = clock.now()
+        campaign.save(update_fields=["audience_counts", "materialised", "materialised_at",
+                                     "updated_at"])
+        transaction.on_commit(lambda: fan_out(campaign.pk))
+    return added
+
+
+def fan_out(campaign_id: int) -> int:
+    """Queue send tasks for the campaign's queued rows, OUTBOX_BATCH_SIZE ids per task."""
+    from .tasks import send_messages
+
+    size, sent, batch = settings.OUTBOX_BATCH_SIZE, 0, []
+    ids = (EmailMessage.objects.filter(campaign_id=campaign_id, status=S.QUEUED)
+           .order_by("pk").values_list("pk", flat=True))
+    for pk in ids.iterator(chunk_size=5000):
+        batch.append(pk)
+        if len(batch) == size:
+            send_messages.delay(batch)
+            sent, batch = sent + len(batch), []
+    if batch:
+        send_messages.delay(batch)
+        sent += len(batch)
+    if not sent:
+        campaign_finish_if_done(campaign_id)
+    return sent
+
+
+def campaign_pause(*, campaign: Campaign) -> Campaign:
+    """Stop handing the campaign's messages to SMTP: queued rows are held. A batch a worker
+    has already claimed checks the campaign before sending and holds its rows too."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if campaign.status != C.SENDING:
+            _refuse(campaign, _("paused"))
+        campaign.status = C.PAUSED
+        campaign.save(update_fields=["status", "updated_at"])
+        EmailMessage.objects.filter(campaign_id=campaign.pk, status=S.QUEUED).update(
+            status=S.HELD, updated_at=clock.now())
+    return campaign
+
+
+def campaign_resume(*, campaign: Campaign) -> Campaign:
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if campaign.status != C.PAUSED:
+            _refuse(campaign, _("resumed"))
+        campaign.status = C.SENDING
+        campaign.save(update_fields=["status", "updated_at"])
+        now = clock.now()
+        EmailMessage.objects.filter(campaign_id=campaign.pk, status=S.HELD).update(
+            status=S.QUEUED, lease_until=now, updated_at=now)
+        if campaign.materialised_at:
+            transaction.on_commit(lambda: fan_out(campaign.pk))
+        else:  # paused before its audience was materialised
+            from .tasks import start_campaign
+
+            transaction.on_commit(lambda: start_campaign.delay(campaign.pk))
+    return campaign
+
+
+def campaign_cancel(*, campaign: Campaign) -> Campaign:
+    """Nothing more of the campaign goes: its unsent rows are suppressed with the reason
+    `campaign_cancelled` (kept in the log). Messages already sent stay sent."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        if campaign.status in (C.CANCELLED, C.SENT):
+            _refuse(campaign, _("cancelled"))
+        now = clock.now()
+        campaign.status, campaign.finished_at = C.CANCELLED, now
+        campaign.save(update_fields=["status", "finished_at", "updated_at"])
+        EmailMessage.objects.filter(campaign_id=campaign.pk,
+                                    status__in=[S.QUEUED, S.HELD]).update(
+            status=S.SUPPRESSED, reason=CANCELLED_REASON, lease_until=None, updated_at=now)
+    return campaign
+
+
+_UNSENT = (S.QUEUED, S.SENDING, S.HELD)
+
+
+def campaign_finish_if_done(campaign_id: int) -> bool:
+    """Mark a sending campaign sent once none of its messages waits any more."""
+    if EmailMessage.objects.filter(campaign_id=campaign_id, status__in=_UNSENT).exists():
+        return False
+    return bool(Campaign.objects.filter(pk=campaign_id, status=C.SENDING,
+                                        materialised_at__isnull=False)
+                .update(status=C.SENT, finished_at=clock.now()))
+
+
+def finish_campaigns() -> int:
+    """Periodic: finish every sending campaign with nothing left to send."""
+    return sum(campaign_finish_if_done(pk) for pk in
+               Campaign.objects.filter(status=C.SENDING).values_list("pk", flat=True))
+
+
+def campaign_stats(campaign: Campaign) -> dict:
+    """Sent, suppressed by reason, failed, waiting; opens and clicks (people, and in all:
+    recorded only for people whose tracking consent allowed it); unsubscribes (recipients
+    who opted out themselves after this campaign reached them)."""
+    by_status = {s: 0 for s in S.values}
+    suppressed: dict[str, int] = {}
+    for status, reason, n in (EmailMessage.objects.filter(campaign_id=campaign.pk)
+                              .values_list("status", "reason").annotate(n=Count("pk"))
+                              .order_by()):
+        by_status[status] += n
+        if status == S.SUPPRESSED:
+            suppressed[reason] = suppressed.get(reason, 0) + n
+    events = {kind: (people, total) for kind, people, total in
+              TrackingEvent.objects.filter(campaign=campaign).values_list("kind")
+              .annotate(people=Count("person", distinct=True), total=Count("pk")).order_by()
+              .values_list("kind", "people", "total")}
+    opted_out = ConsentEvent.objects.filter(
+        person_id=OuterRef("person_id"), subject="email_opt_in",
+        state=EmailOptIn.OPT_OUT_CONTACT, at__gte=OuterRef("sent_at"))
+    unsubscribes = (EmailMessage.objects.filter(campaign_id=campaign.pk, status=S.SENT)
+                    .filter(Exists(opted_out)).values("person_id").distinct().count())
+    done = by_status[S.SENT] + by_status[S.SUPPRESSED] + by_status[S.FAILED]
+    total = campaign.materialised or sum(by_status.values())
+    return {
+        "campaign": campaign.pk, "status": campaign.status,
+        "audience": {"materialised": total, "excluded": {
+            r: n for r, n in campaign.audience_counts.items() if r != Reason.ELIGIBLE}},
+        "sent": by_status[S.SENT], "failed": by_status[S.FAILED],
+        "suppressed": by_status[S.SUPPRESSED], "suppressed_by_reason": suppressed,
+        "waiting": by_status[S.QUEUED] + by_status[S.SENDING], "held": by_status[S.HELD],
+        "progress": round(100 * done / total, 1) if total else 0.0,
+        "opens": {"people": events.get("open", (0, 0))[0], "total": events.get("open", (0, 0))[1]},
+        "clicks": {"people": events.get("click", (0, 0))[0],
+                   "total": events.get("click", (0, 0))[1]},
+        "unsubscribes": unsubscribes,
+    }
+
+
+def eligible_count(campaign: Campaign) -> int:
+    return audience.eligible(campaign).count()
+
