@@ -40,6 +40,7 @@ MERGE_FIELDS = ("first_name", "last_name", "full_name", "company", "email", "pre
 _MERGE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # Anything else that looks like template syntax is refused rather than sent as it is.
 _TEMPLATE_SYNTAX = re.compile(r"\{%|%\}|\{#|#\}")
+_BRACES = re.compile(r"\{\{.*?\}\}", re.DOTALL)
 _PERSON_COLUMNS = ("pk", "first_name", "last_name", "company", "email", "language",
                    "portal_key_version")
 
@@ -49,6 +50,8 @@ def merge_errors(text: str) -> list[str]:
     errors = [_("Unknown merge field {{ %(name)s }}; use one of: %(known)s.")
               % {"name": name, "known": ", ".join(MERGE_FIELDS)}
               for name in _MERGE.findall(text) if name not in MERGE_FIELDS]
+    if any(not _MERGE.fullmatch(braces) for braces in _BRACES.findall(text)):
+        errors.append(_("Merge fields take no filters or expressions: write {{ first_name }}."))
     if _TEMPLATE_SYNTAX.search(text):
         errors.append(_("Only merge fields like {{ first_name }} are allowed, not template tags."))
     return errors
