@@ -36,6 +36,7 @@ from .models import Campaign
 
 # The template name stored on a campaign's outbox rows: "render me at hand-off".
 TEMPLATE = "campaign"
+TRACKED, TRACKING_NOT_CONSENTED = "tracked", "tracking_not_consented"  # DESIGN's reason code
 MERGE_FIELDS = ("first_name", "last_name", "full_name", "company", "email", "preferences_url")
 _MERGE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # Anything else that looks like template syntax is refused rather than sent as it is.
@@ -171,6 +172,10 @@ class BatchRenderer:
     def status(self, row) -> str | None:
         campaign = self.campaigns.get(row.campaign_id)
         return campaign.status if campaign else None
+
+    def tracking(self, row) -> str:
+        """"tracked", or the reason code saying why this message carries no tracking."""
+        return TRACKED if row.person_id in self.tracked else TRACKING_NOT_CONSENTED
 
     def __call__(self, row) -> tuple[RenderedEmail, dict]:
         person = self.people[row.person_id]

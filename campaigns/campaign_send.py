@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef
+from django.db.models.fields.json import KeyTextTransform
 from django.utils.translation import gettext as _
 
 from config import clock
@@ -270,6 +271,10 @@ def campaign_stats(campaign: Campaign) -> dict:
         state=EmailOptIn.OPT_OUT_CONTACT, at__gte=OuterRef("sent_at"))
     unsubscribes = (EmailMessage.objects.filter(campaign_id=campaign.pk, status=S.SENT)
                     .filter(Exists(opted_out)).values("person_id").distinct().count())
+    tracking = dict(EmailMessage.objects.filter(campaign_id=campaign.pk, status=S.SENT)
+                    .annotate(tracking=KeyTextTransform("tracking", "allowed_by"))
+                    .values("tracking").annotate(n=Count("pk")).order_by()
+                    .values_list("tracking", "n"))
     done = by_status[S.SENT] + by_status[S.SUPPRESSED] + by_status[S.FAILED]
     total = campaign.materialised or sum(by_status.values())
     return {
@@ -284,6 +289,11 @@ def campaign_stats(campaign: Campaign) -> dict:
         "clicks": {"people": events.get("click", (0, 0))[0],
                    "total": events.get("click", (0, 0))[1]},
         "unsubscribes": unsubscribes,
+        # Sent messages with and without the open pixel and click links (the reason code
+        # `tracking_not_consented`: the person's tracking consent did not allow them).
+        "tracking": {campaign_mail.TRACKED: tracking.get(campaign_mail.TRACKED, 0),
+                     campaign_mail.TRACKING_NOT_CONSENTED: tracking.get(
+                         campaign_mail.TRACKING_NOT_CONSENTED, 0)},
     }
 
 

@@ -382,7 +382,9 @@ def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backe
             continue
         address, state, event = people[row.person_id]
         try:
-            content = renderer(row) if row.template == campaign_mail.TEMPLATE else None
+            content, tracking = None, None
+            if row.template == campaign_mail.TEMPLATE:
+                content, tracking = renderer(row), renderer.tracking(row)
             hand_off(_build(row, address, backend, content))
         except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
             outcome = classify(error)
@@ -396,7 +398,7 @@ def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backe
                 return
             continue
         # Marked before the next hand-off: a crash re-sends at most this one message.
-        _mark_sent(cursor, row, address, state, event)
+        _mark_sent(cursor, row, address, state, event, tracking)
         result.sent += 1
 
 
@@ -489,11 +491,16 @@ _MARK_SENT = (  # the table names are ours; every value is a parameter
     "allowed_by = %s, updated_at = %s WHERE id = %s")
 
 
-def _mark_sent(cursor, row, address: str, state: str, event) -> None:
-    # Once per message, between two hand-offs: plain SQL, as building the ORM's UPDATE cost
-    # more than running it.
+def _mark_sent(cursor, row, address: str, state: str, event, tracking: str | None = None
+               ) -> None:
+    """Record what allowed the message (and, for a campaign, whether it was tracked).
+    Once per message, between two hand-offs: plain SQL, as building the ORM's UPDATE cost more
+    than running it."""
     now = clock.now()
-    proof = json.dumps({"opt_in": state, "event": event, "reason": gateway.Reason.ELIGIBLE})
+    proof = {"opt_in": state, "event": event, "reason": gateway.Reason.ELIGIBLE}
+    if tracking:
+        proof["tracking"] = tracking
+    proof = json.dumps(proof)
     cursor.execute(_MARK_SENT, [now, address, proof, now, row.pk])
 
 

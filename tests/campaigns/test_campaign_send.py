@@ -185,6 +185,8 @@ def test_only_people_whose_tracking_consent_allows_it_get_a_pixel_and_tracked_li
     for untracked in ("r@example.org", "u@example.org"):  # unknown: the default (off)
         assert "/t/o/" not in html[untracked] and "/t/c/" not in html[untracked]
         assert 'href="https://shop.example/spring"' in html[untracked]
+    stats = campaign_send.campaign_stats(campaign)
+    assert stats["tracking"] == {"tracked": 1, "tracking_not_consented": 2}
 
 
 def test_pause_holds_the_queue_resume_sends_it_and_cancel_suppresses_the_rest():
