@@ -292,6 +292,22 @@ def test_sweeper_resends_a_row_whose_worker_died_once_its_lease_ran_out(sink, se
     assert sink.message_ids() == [row.message_id]
 
 
+def test_sweeper_finishes_a_row_handed_off_and_marked_by_a_worker_that_died_before_its_batch_end(
+        sink, settings):
+    row, = _messages(1)
+    lease = sender._Lease.start()
+    claimed = sender._claim([row.pk], lease)
+    with connection.cursor() as cursor:  # handed to SMTP and marked; then the worker dies
+        sender._mark_sent(cursor, claimed[0], row.to_address, "none", None)
+    assert _status(row)[0] == S.SENDING
+    later = clock.now() + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS + 1)
+    with clock.frozen(later):
+        assert sender.send_batch([row.pk]).sent == 0  # never claimed again: it went
+        assert list(sender.requeue_stuck()) == []
+    assert _status(row)[0] == S.SENT
+    assert sink.message_ids() == []
+
+
 def test_sweeper_dispatches_rows_whose_broker_message_was_lost_in_batches(sink, settings):
     settings.OUTBOX_BATCH_SIZE = 25
     rows = _messages(60)  # dispatched on commit, which never comes here: as if lost
