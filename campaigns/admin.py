@@ -69,4 +69,5 @@ class MailboxAdmin(_BodiesMixin, admin.ModelAdmin):
         return False
 
 
+from .admin_campaigns import CampaignAdmin  # noqa: E402, F401  (registers the campaign pages)
 from .admin_webforms import WebFormAdmin  # noqa: E402, F401  (registers the web-form page)
