@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import smtplib
+import threading
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -134,28 +135,37 @@ def send_batch(message_ids) -> BatchResult:
 
 
 _LOCK_ALIAS = "outbox-people-lock"
-_lock_db = None  # this process's second connection (a forked worker opens its own)
-_lock_pid = None
 _PEOPLE_LOCK = (  # noqa: S608 - the table name is ours, the ids a parameter
     "WITH locked AS (SELECT id FROM {people} WHERE id = ANY(%s::uuid[]) FOR SHARE SKIP LOCKED) "
     "SELECT id FROM {people} WHERE id = ANY(%s::uuid[]) AND id NOT IN (SELECT id FROM locked)")
+# One lock connection per thread (a development server sends from its request threads), opened
+# by the process that uses it (a forked worker opens its own).
+_local = threading.local()
+_opened: list = []  # (pid, connection): what close_lock_connections() closes
 
 
 def _lock_connection():
-    global _lock_db, _lock_pid
-    pid = os.getpid()
-    if _lock_db is None or _lock_pid != pid:
+    lock_db = getattr(_local, "db", None)
+    if lock_db is None or _local.pid != os.getpid():
         base = connections[DEFAULT_DB_ALIAS]
-        _lock_db = type(base)(dict(base.settings_dict), alias=_LOCK_ALIAS)
-        _lock_pid = pid
-    return _lock_db
+        lock_db = type(base)(dict(base.settings_dict), alias=_LOCK_ALIAS)
+        lock_db.inc_thread_sharing()  # so that close_lock_connections() may close it
+        _local.db, _local.pid = lock_db, os.getpid()
+        _opened.append((os.getpid(), lock_db))
+    return lock_db
+
+
+def _drop_lock_connection(lock_db) -> None:
+    """A broken lock connection: closing it releases whatever it held."""
+    with contextlib.suppress(Exception):
+        lock_db.close()
+    _local.db = None
 
 
 @contextlib.contextmanager
 def _people_lock(person_ids):
     """Share-lock the people of a batch until the block ends (see the module docstring);
     yields the ids of those whose row another transaction is changing right now."""
-    global _lock_db
     if db.vendor != "postgresql" or not person_ids:
         yield set()
         return
@@ -164,38 +174,34 @@ def _people_lock(person_ids):
     for attempt in (1, 2):  # a connection the server dropped is reopened once
         lock_db = _lock_connection()
         try:
-            lock_db.ensure_connection()
-            lock_db.connection.autocommit = True
-            with lock_db.connection.cursor() as cursor:
+            with lock_db.cursor() as cursor:
                 cursor.execute("BEGIN")
                 cursor.execute(sql, [ids, ids])
-                busy = {row[0] for row in cursor.fetchall()}
+                busy = {uuid.UUID(str(row[0])) for row in cursor.fetchall()}
             break
         except DatabaseError:
-            with contextlib.suppress(Exception):
-                lock_db.close()
-            _lock_db = None
+            _drop_lock_connection(lock_db)
             if attempt == 2:
                 raise
     try:
-        yield {uuid.UUID(str(pk)) for pk in busy}
+        yield busy
     finally:
         try:
-            with lock_db.connection.cursor() as cursor:
+            with lock_db.cursor() as cursor:
                 cursor.execute("ROLLBACK")
-        except DatabaseError:  # a broken lock connection releases its locks by closing
-            with contextlib.suppress(Exception):
-                lock_db.close()
-            _lock_db = None
+        except DatabaseError:
+            _drop_lock_connection(lock_db)
 
 
-def close_lock_connection() -> None:
-    """Close this process's lock connection (tests, before their database is dropped)."""
-    global _lock_db
-    if _lock_db is not None:
+def close_lock_connections() -> None:
+    """Close the lock connections this process opened, in any thread (tests, before their
+    database is dropped)."""
+    mine = [(pid, c) for pid, c in _opened if pid == os.getpid()]
+    for entry in mine:
         with contextlib.suppress(Exception):
-            _lock_db.close()
-        _lock_db = None
+            entry[1].close()
+        _opened.remove(entry)
+    _local.db = None
 
 
 def _release_busy(rows, busy: set, result: BatchResult) -> list:

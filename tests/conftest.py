@@ -113,4 +113,4 @@ def _close_the_senders_lock_connection(django_db_setup):
     yield
     from campaigns import sender
 
-    sender.close_lock_connection()
+    sender.close_lock_connections()
