@@ -23,11 +23,12 @@ from consents import rules
 from consents.models import ConsentEvent
 from consents.selectors import consent_settings
 from crm.errors import ServiceError
-from crm.models import EmailOptIn
+from crm.models import EmailOptIn, Person
 
 from . import audience, campaign_mail
+from .emails import dispatch
 from .gateway import Kind, Reason
-from .models import Campaign, EmailMessage, TrackingEvent
+from .models import Campaign, CampaignRecipient, EmailMessage, TrackingEvent
 from .models import CampaignStatus as C
 from .models import MessageStatus as S
 
@@ -116,36 +117,30 @@ def _message_domain() -> str:
 
 
 _OUTBOX = EmailMessage._meta.db_table
+_RECIPIENTS = CampaignRecipient._meta.db_table
+_PEOPLE = Person._meta.db_table
+FAN_OUT_CHUNK = 5000  # outbox rows created per statement (and transaction) when fanning out
 
 
 def materialise(campaign_id: int) -> int:
-    """Write one outbox row per eligible person of the campaign, in one statement, and return
-    how many rows it added. Safe to run again: existing (campaign, person) keys are skipped."""
+    """Fix the campaign's audience: one CampaignRecipient row per eligible person, written in one
+    statement; returns how many it added. Safe to run again: a (campaign, person) pair that is
+    there already is skipped. Ordered by person so the key's index grows at one end."""
     campaign = Campaign.objects.get(pk=campaign_id)
     accepted = consent_settings().opt_in_accepted
     people = audience.eligible(campaign, accepted=accepted).order_by().values("pk")
     select_sql, select_params = people.query.sql_with_params()
-    now = clock.now()
-    # Every value is a parameter; the table name and the SELECT are Django's.
-    sql = (
-        f"INSERT INTO {_OUTBOX} (person_id, kind, template, campaign_id, "  # noqa: S608
-        "idempotency_key, message_id, in_reply_to, to_address, subject, body_text, body_html, "
-        "headers, status, reason, attempts, lease_until, allowed_by, created_at, updated_at) "
-        "SELECT a.id, %s, %s, %s, %s || a.id::text, "
-        "%s || replace(a.id::text, '-', '') || %s, '', '', '', '', '', '{}'::jsonb, %s, '', 0, "
-        "%s, '{}'::jsonb, %s, %s "
-        f"FROM ({select_sql}) AS a (id) "
-        "ON CONFLICT ON CONSTRAINT outbox_idempotency_key DO NOTHING")
-    params = [Kind.CAMPAIGN, campaign_mail.TEMPLATE, campaign.pk, f"campaign:{campaign.pk}:",
-              f"<c{campaign.pk}.", f"@{_message_domain()}>", S.QUEUED, now, now, now]
+    sql = (f"INSERT INTO {_RECIPIENTS} (campaign_id, person_id) "  # noqa: S608 - Django's SQL
+           f"SELECT %s, a.id FROM ({select_sql}) AS a (id) ORDER BY a.id "
+           "ON CONFLICT DO NOTHING")
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *select_params])
+        cursor.execute(sql, [campaign.pk, *select_params])
         return cursor.rowcount
 
 
 def campaign_start(campaign_id: int) -> int:
     """Materialise a sending campaign's audience and fan it out to the workers (the task
-    start_campaign). Returns how many messages it queued; nothing when the campaign is no
+    start_campaign). Returns how many recipients it added; nothing when the campaign is no
     longer sending (paused or cancelled before the task ran)."""
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
@@ -155,7 +150,7 @@ def campaign_start(campaign_id: int) -> int:
         counts = audience.reason_counts(campaign, accepted=accepted)
         added = materialise(campaign.pk)
         campaign.audience_counts = {r: n for r, n in counts.items() if n}
-        campaign.materialised = EmailMessage.objects.filter(campaign_id=campaign.pk).count()
+        campaign.materialised = CampaignRecipient.objects.filter(campaign=campaign).count()
         campaign.materialised_at = clock.now()
         campaign.save(update_fields=["audience_counts", "materialised", "materialised_at",
                                      "updated_at"])
@@ -163,24 +158,55 @@ def campaign_start(campaign_id: int) -> int:
     return added
 
 
-def fan_out(campaign_id: int) -> int:
-    """Queue send tasks for the campaign's queued rows, OUTBOX_BATCH_SIZE ids per task."""
-    from .tasks import send_messages
+# The outbox rows of one chunk of recipients (persons deleted since are skipped by the join).
+# Every value is a parameter; the table names are ours.
+_OUTBOX_ROWS = (
+    f"INSERT INTO {_OUTBOX} (person_id, kind, template, campaign_id, "  # noqa: S608
+    "idempotency_key, message_id, in_reply_to, to_address, subject, body_text, body_html, "
+    "headers, status, reason, attempts, lease_until, allowed_by, created_at, updated_at) "
+    "SELECT r.person_id, %s, %s, r.campaign_id, %s || r.person_id::text, "
+    "%s || replace(r.person_id::text, '-', '') || %s, '', '', '', '', '', '{}'::jsonb, %s, '', "
+    "0, %s, '{}'::jsonb, %s, %s "
+    f"FROM {_RECIPIENTS} r JOIN {_PEOPLE} p ON p.id = r.person_id "
+    "WHERE r.campaign_id = %s AND r.person_id > %s AND r.person_id <= %s "
+    "ORDER BY r.person_id "
+    "ON CONFLICT ON CONSTRAINT outbox_idempotency_key DO NOTHING RETURNING id")
+_CHUNK_END = (
+    f"SELECT person_id FROM (SELECT person_id FROM {_RECIPIENTS} "  # noqa: S608
+    "WHERE campaign_id = %s AND person_id > %s ORDER BY person_id LIMIT %s) chunk "
+    "ORDER BY person_id DESC LIMIT 1")
 
-    size, sent, batch = settings.OUTBOX_BATCH_SIZE, 0, []
-    ids = (EmailMessage.objects.filter(campaign_id=campaign_id, status=S.QUEUED)
-           .order_by("pk").values_list("pk", flat=True))
-    for pk in ids.iterator(chunk_size=5000):
-        batch.append(pk)
-        if len(batch) == size:
-            send_messages.delay(batch)
-            sent, batch = sent + len(batch), []
-    if batch:
-        send_messages.delay(batch)
-        sent += len(batch)
-    if not sent:
-        campaign_finish_if_done(campaign_id)
-    return sent
+
+def fan_out(campaign_id: int) -> int:
+    """Create the campaign's outbox rows from its recipients, FAN_OUT_CHUNK at a time (each
+    with the idempotency key `campaign:<id>:<person id>` and a fixed Message-ID), and queue a
+    send task per OUTBOX_BATCH_SIZE rows as each chunk commits. Stops when the campaign is no
+    longer sending; running it again creates only the rows still missing (rows created but
+    whose task was lost are the sweeper's)."""
+    domain, queued = _message_domain(), 0
+    after = "00000000-0000-0000-0000-000000000000"
+    while Campaign.objects.filter(pk=campaign_id, status=C.SENDING).exists():
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_CHUNK_END, [campaign_id, after, FAN_OUT_CHUNK])
+            last = cursor.fetchone()
+            if last is None:
+                break
+            end = last[0]
+            now = clock.now()
+            cursor.execute(_OUTBOX_ROWS, [
+                Kind.CAMPAIGN, campaign_mail.TEMPLATE, f"campaign:{campaign_id}:",
+                f"<c{campaign_id}.", f"@{domain}>", S.QUEUED, now, now, now,
+                campaign_id, after, end])
+            ids = [row[0] for row in cursor.fetchall()]
+            dispatch(ids)
+            queued += len(ids)
+            after = str(end)
+    else:
+        return queued
+    Campaign.objects.filter(pk=campaign_id, fanned_out_at__isnull=True).update(
+        fanned_out_at=clock.now())
+    campaign_finish_if_done(campaign_id)
+    return queued
 
 
 def campaign_pause(*, campaign: Campaign) -> Campaign:
@@ -198,6 +224,8 @@ def campaign_pause(*, campaign: Campaign) -> Campaign:
 
 
 def campaign_resume(*, campaign: Campaign) -> Campaign:
+    """Send again: held rows go back in the queue, and the fan-out carries on where the pause
+    stopped it (or starts, when the campaign was paused before its audience was fixed)."""
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
         if campaign.status != C.PAUSED:
@@ -205,11 +233,15 @@ def campaign_resume(*, campaign: Campaign) -> Campaign:
         campaign.status = C.SENDING
         campaign.save(update_fields=["status", "updated_at"])
         now = clock.now()
-        EmailMessage.objects.filter(campaign_id=campaign.pk, status=S.HELD).update(
-            status=S.QUEUED, lease_until=now, updated_at=now)
+        held = list(EmailMessage.objects.filter(campaign_id=campaign.pk, status=S.HELD)
+                    .values_list("pk", flat=True))
+        EmailMessage.objects.filter(pk__in=held).update(status=S.QUEUED, lease_until=now,
+                                                        updated_at=now)
+        dispatch(held)
         if campaign.materialised_at:
-            transaction.on_commit(lambda: fan_out(campaign.pk))
-        else:  # paused before its audience was materialised
+            if not campaign.fanned_out_at:
+                transaction.on_commit(lambda: fan_out(campaign.pk))
+        else:
             from .tasks import start_campaign
 
             transaction.on_commit(lambda: start_campaign.delay(campaign.pk))
@@ -240,7 +272,7 @@ def campaign_finish_if_done(campaign_id: int) -> bool:
     if EmailMessage.objects.filter(campaign_id=campaign_id, status__in=_UNSENT).exists():
         return False
     return bool(Campaign.objects.filter(pk=campaign_id, status=C.SENDING,
-                                        materialised_at__isnull=False)
+                                        fanned_out_at__isnull=False)
                 .update(status=C.SENT, finished_at=clock.now()))
 
 
@@ -275,8 +307,15 @@ def campaign_stats(campaign: Campaign) -> dict:
                     .annotate(tracking=KeyTextTransform("tracking", "allowed_by"))
                     .values("tracking").annotate(n=Count("pk")).order_by()
                     .values_list("tracking", "n"))
-    done = by_status[S.SENT] + by_status[S.SUPPRESSED] + by_status[S.FAILED]
     total = campaign.materialised or sum(by_status.values())
+    # Recipients whose outbox row the fan-out has not written (yet, or ever: cancelled).
+    not_written = max(0, total - sum(by_status.values()))
+    if campaign.status == C.CANCELLED and not_written:
+        suppressed[CANCELLED_REASON] = suppressed.get(CANCELLED_REASON, 0) + not_written
+        by_status[S.SUPPRESSED] += not_written
+    else:
+        by_status[S.QUEUED] += not_written
+    done = by_status[S.SENT] + by_status[S.SUPPRESSED] + by_status[S.FAILED]
     return {
         "campaign": campaign.pk, "status": campaign.status,
         "audience": {"materialised": total, "excluded": {

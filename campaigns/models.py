@@ -210,6 +210,7 @@ class Campaign(models.Model):
     audience_counts = models.JSONField(default=dict, blank=True)
     materialised = models.PositiveIntegerField(default=0)
     materialised_at = models.DateTimeField(null=True, blank=True)
+    fanned_out_at = models.DateTimeField(null=True, blank=True)  # every outbox row created
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
                                    on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -250,3 +251,27 @@ class TrackingEvent(models.Model):
 
     def __str__(self):
         return f"{self.kind}:{self.message_id}"
+
+
+class CampaignRecipient(models.Model):
+    """A campaign's audience, fixed when it starts: one row per (campaign, person), the key
+    that makes materialising idempotent.
+
+    Narrow on purpose: materialising a million-person audience writes only this table (two
+    columns, one index, no foreign-key checks). Outbox rows are created from it in chunks as the
+    campaign is fanned out to the workers (campaigns.campaign_send.fan_out).
+    """
+
+    pk = models.CompositePrimaryKey("campaign_id", "person_id")
+    # No database constraints or extra indexes: a check per row would cost more than the insert.
+    # A deleted campaign takes its rows along (Django's cascade); a deleted person's row is
+    # skipped when outbox rows are created (they are joined to the people).
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, db_constraint=False,
+                                 db_index=False, related_name="recipients")
+    person_id = models.UUIDField()
+
+    class Meta:
+        verbose_name = _("campaign recipient")
+
+    def __str__(self):
+        return f"{self.campaign_id}:{self.person_id}"

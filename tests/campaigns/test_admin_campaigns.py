@@ -164,9 +164,10 @@ def test_pause_resume_and_cancel_move_the_campaign_and_its_messages(
 ):
     with django_capture_on_commit_callbacks(execute=False):
         campaign_send(campaign=campaign)
-    from campaigns.campaign_send import materialise
+    from campaigns.campaign_send import fan_out, materialise
 
     assert materialise(campaign.pk) == 3
+    assert fan_out(campaign.pk) == 3
     staff_client.post(_run_url(campaign, "pause"))
     assert _fresh(campaign).status == C.PAUSED
     assert set(EmailMessage.objects.filter(campaign_id=campaign.pk)
