@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from django.core import mail
+from django.db import IntegrityError, transaction
 
 from campaigns import audience, campaign_send, sender
 from campaigns.gateway import Kind, Reason
@@ -113,12 +114,14 @@ def test_audience_is_the_union_of_lists_narrowed_by_the_rule_or_the_rule_alone()
     del turin
 
 
-def test_materialising_twice_adds_nobody_twice():
+def test_starting_twice_adds_nobody_twice():
     newsletter = _listed(*[_person(f"m{i}@example.org") for i in range(5)])
     campaign = _start(_campaign([newsletter]))
     assert campaign.materialised == 5
-    assert campaign_send.materialise(campaign.pk) == 0
+    assert campaign_send.campaign_start(campaign.pk) == 0  # the task delivered twice
     assert campaign_send.fan_out(campaign.pk) == 0  # its outbox rows exist already
+    with pytest.raises(IntegrityError), transaction.atomic():
+        campaign_send.materialise(campaign.pk)  # the (campaign, person) key refuses a rerun
     keys = set(_rows(campaign).values_list("idempotency_key", flat=True))
     assert len(keys) == 5 and all(k.startswith(f"campaign:{campaign.pk}:") for k in keys)
 
