@@ -42,6 +42,9 @@ _MERGE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 # Anything else that looks like template syntax is refused rather than sent as it is.
 _TEMPLATE_SYNTAX = re.compile(r"\{%|%\}|\{#|#\}")
 _BRACES = re.compile(r"\{\{.*?\}\}", re.DOTALL)
+# The value of an href or src attribute that holds a merge field.
+_LINK_WITH_MERGE = re.compile(r"""\b(?:href|src)\s*=\s*["']?([^"'\s>]*\{\{[^"'>]*)""",
+                              re.IGNORECASE)
 _PERSON_COLUMNS = ("pk", "first_name", "last_name", "company", "email", "language",
                    "portal_key_version")
 
@@ -67,7 +70,13 @@ def content_errors(*, subject: str, body_html: str, body_text: str) -> dict:
         if name == "subject" and value and ("\n" in value or "\r" in value):
             problems.append(_("A subject is one line."))
         if name == "body_html" and value:
-            links = relative_links(value)
+            if any(not _MERGE.fullmatch(link) or _MERGE.fullmatch(link).group(1)
+                   != "preferences_url" for link in _LINK_WITH_MERGE.findall(value)):
+                # A tracked link carries its URL in its token: no personal data in there.
+                problems.append(_("Links cannot contain merge fields (except a link that is "
+                                  "just {{ preferences_url }})."))
+            # {{ preferences_url }} becomes an absolute link; the rule above covers the rest.
+            links = [link for link in relative_links(value) if not link.startswith("{{")]
             if links:
                 problems.append(_("Links must be absolute (https://…): %(links)s")
                                 % {"links": ", ".join(links[:3])})

@@ -142,6 +142,7 @@ def test_merge_fields_render_as_text_not_as_template_code_or_markup():
 @pytest.mark.parametrize(("field", "value"), [
     ("subject", "Hi {{ password }}"), ("body_html", "<p>{% include 'x.html' %}</p>"),
     ("body_text", "{{ first_name|upper }}"), ("body_html", '<a href="/relative">x</a>'),
+    ("body_html", '<a href="https://shop.example/?who={{ email }}">x</a>'),
 ])
 def test_unknown_merge_fields_template_tags_and_relative_links_are_400s(staff_api, field, value):
     data = {"name": "Bad", "subject": "Hi", "body_html": "<p>x</p>", "body_text": "x",
@@ -149,6 +150,13 @@ def test_unknown_merge_fields_template_tags_and_relative_links_are_400s(staff_ap
     response = staff_api.post("/api/campaigns/", data, format="json")
     assert response.status_code == 400
     assert field in response.json()
+
+
+def test_a_link_that_is_just_the_preference_url_is_allowed(staff_api):
+    response = staff_api.post("/api/campaigns/", {
+        "name": "Ok", "subject": "Hi", "body_text": "x",
+        "body_html": '<p><a href="{{ preferences_url }}">Your choices</a></p>'}, format="json")
+    assert response.status_code == 201, response.json()
 
 
 def test_every_campaign_email_links_to_the_preference_page_and_offers_one_click_unsubscribe(
