@@ -495,6 +495,24 @@ _MARK_SENT = (  # the table names are ours; every value is a parameter
     f"to_address = CASE WHEN EXISTS (SELECT 1 FROM {_PEOPLE} WHERE {_PEOPLE}.id = "
     f"{_OUTBOX}.person_id AND {_PEOPLE}.erased_at IS NULL) THEN %s ELSE '' END, "
     "allowed_by = %s, updated_at = %s WHERE id = %s")
+# On PostgreSQL the same statement is prepared once per connection: parsing and planning it for
+# every message cost the server more than running it.
+_MARK_NAME = "consenso_mark_sent"
+_MARK_PREPARE = (f"PREPARE {_MARK_NAME} (timestamptz, varchar, jsonb, timestamptz, bigint) AS "
+                 + _MARK_SENT.replace("%s", "${}").format(1, 2, 3, 4, 5))
+_MARK_EXECUTE = f"EXECUTE {_MARK_NAME} (%s, %s, %s, %s, %s)"
+
+
+def _mark_statement(cursor) -> str:
+    """The mark's SQL for this connection, preparing it first if this server session has not."""
+    if db.vendor != "postgresql":
+        return _MARK_SENT
+    wrapper = connections[DEFAULT_DB_ALIAS]
+    session = wrapper.connection.get_backend_pid()  # a reconnect is a new session
+    if getattr(wrapper, "_consenso_mark_session", None) != session:
+        cursor.execute(_MARK_PREPARE)
+        wrapper._consenso_mark_session = session
+    return _MARK_EXECUTE
 
 
 def _mark_sent(cursor, row, address: str, state: str, event, tracking: str | None = None
@@ -507,7 +525,7 @@ def _mark_sent(cursor, row, address: str, state: str, event, tracking: str | Non
     if tracking:
         proof["tracking"] = tracking
     proof = json.dumps(proof)
-    cursor.execute(_MARK_SENT, [now, address, proof, now, row.pk])
+    cursor.execute(_mark_statement(cursor), [now, address, proof, now, row.pk])
 
 
 def _finalise_sent(rows) -> None:
