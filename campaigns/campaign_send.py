@@ -144,6 +144,9 @@ def materialise(campaign_id: int) -> int:
            f"SELECT %s, a.id FROM ({select_sql}) AS a (id) ORDER BY a.id")
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL work_mem = '64MB'")
+        # Its commit need not wait for the disk: should PostgreSQL itself crash right after,
+        # the whole transaction (materialised_at with it) is gone and the task runs it again.
+        cursor.execute("SET LOCAL synchronous_commit = off")
         cursor.execute(sql, [campaign.pk, *select_params])
         return cursor.rowcount
 
