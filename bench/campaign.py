@@ -12,11 +12,12 @@ DESIGN.md's targets and issue 7's proof:
    for a campaign of --people / 5 and one of --people: it should stay flat as the audience grows.
 3. `materialise(campaign_id)` (the audience fixed as (campaign, person) recipient rows, from
    which the fan-out later writes outbox rows in chunks) over a list of --materialise people
-   (default 1,000,000) vs a plain `INSERT INTO bench_audience (person_id) SELECT …` of the same ids (the very SELECT
-   materialise runs, Django's SQL of audience.eligible, into a table with one uuid column, no
-   index, no constraint); best of 3 each, interleaved, rows deleted + VACUUM ANALYZE + CHECKPOINT
-   before every run. Target: ours <= 2x. Above that (or with --explain), the script prints
-   materialise's plan (EXPLAIN (ANALYZE, BUFFERS), rolled back).
+   (default 1,000,000) vs a plain `INSERT INTO bench_audience (person_id) SELECT …` of the
+   same ids (the very SELECT materialise runs, Django's SQL of audience.eligible, into a
+   table with one uuid column, no index, no constraint); best of 3 each, interleaved, rows
+   deleted + VACUUM ANALYZE + CHECKPOINT before every run. Target: ours <= 2x. Above that (or
+   with --explain), the script prints materialise's plan (EXPLAIN (ANALYZE, BUFFERS), rolled
+   back).
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/consenso_bench_campaign \\
     REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/campaign.py \\
