@@ -382,6 +382,7 @@ def _commits_without_flush(cursor):
 def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backend,
                cursor) -> None:
     hand_off = _HandOff(backend)
+    mark = _prepare_mark(cursor)
     for index, row in enumerate(rows):
         lease.keep(rows[index:])
         if row.pk in lease.lost:
@@ -404,7 +405,7 @@ def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backe
                 return
             continue
         # Marked before the next hand-off: a crash re-sends at most this one message.
-        _mark_sent(cursor, row, address, state, event, tracking)
+        _mark_sent(cursor, row, address, state, event, tracking, mark)
         result.sent += 1
 
 
@@ -503,20 +504,19 @@ _MARK_PREPARE = (f"PREPARE {_MARK_NAME} (timestamptz, varchar, jsonb, timestampt
 _MARK_EXECUTE = f"EXECUTE {_MARK_NAME} (%s, %s, %s, %s, %s)"
 
 
-def _mark_statement(cursor) -> str:
-    """The mark's SQL for this connection, preparing it first if this server session has not."""
+def _prepare_mark(cursor) -> str:
+    """The mark's SQL for this batch: on PostgreSQL the prepared statement, prepared first if
+    this session does not have it (one lookup per batch; a rolled-back PREPARE is gone)."""
     if db.vendor != "postgresql":
         return _MARK_SENT
-    wrapper = connections[DEFAULT_DB_ALIAS]
-    session = wrapper.connection.get_backend_pid()  # a reconnect is a new session
-    if getattr(wrapper, "_consenso_mark_session", None) != session:
+    cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [_MARK_NAME])
+    if cursor.fetchone() is None:
         cursor.execute(_MARK_PREPARE)
-        wrapper._consenso_mark_session = session
     return _MARK_EXECUTE
 
 
-def _mark_sent(cursor, row, address: str, state: str, event, tracking: str | None = None
-               ) -> None:
+def _mark_sent(cursor, row, address: str, state: str, event, tracking: str | None = None,
+               statement: str = _MARK_SENT) -> None:
     """Record what allowed the message (and, for a campaign, whether it was tracked).
     Once per message, between two hand-offs: plain SQL, as building the ORM's UPDATE cost more
     than running it."""
@@ -525,7 +525,7 @@ def _mark_sent(cursor, row, address: str, state: str, event, tracking: str | Non
     if tracking:
         proof["tracking"] = tracking
     proof = json.dumps(proof)
-    cursor.execute(_mark_statement(cursor), [now, address, proof, now, row.pk])
+    cursor.execute(statement, [now, address, proof, now, row.pk])
 
 
 def _finalise_sent(rows) -> None:
