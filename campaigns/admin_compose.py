@@ -168,17 +168,15 @@ class ConversationFormSet(BaseInlineFormSet):
         return conversation_recent(person=self.instance)
 
 
-class ConversationInline(admin.TabularInline):
-    """The recent conversation on the person page: a block, not a form (nothing to edit)."""
+class PersonBlock(admin.TabularInline):
+    """A read-only block on the person page, drawn by its own template from its formset (not
+    a form: nothing to add, change or delete). Subclasses set model, formset, template and
+    verbose_name_plural."""
 
-    model = InboundMessage
-    formset = ConversationFormSet
-    template = "admin/campaigns/conversation_inline.html"
     fields = ()
     extra = 0
     max_num = 0
     can_delete = False
-    verbose_name_plural = _("Conversation")
 
     def has_view_permission(self, request, obj=None):
         # Shown on an existing person to whoever may see them.
@@ -194,7 +192,16 @@ class ConversationInline(admin.TabularInline):
         return False
 
     def get_queryset(self, request):
-        return InboundMessage.objects.none()  # the block lists conversation_recent() instead
+        return self.model.objects.none()  # the formset lists the block's rows instead
+
+
+class ConversationInline(PersonBlock):
+    """The recent conversation on the person page (conversation_recent())."""
+
+    model = InboundMessage
+    formset = ConversationFormSet
+    template = "admin/campaigns/conversation_inline.html"
+    verbose_name_plural = _("Conversation")
 
 
 def compose_link(request, person):

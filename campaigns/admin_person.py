@@ -20,6 +20,7 @@ from crm.models import EmailOptIn, MarketingList, Person
 from .admin_compose import (
     ConversationFormSet,
     ConversationInline,
+    PersonBlock,
     compose_link,
     compose_view,
     inbound_link,
@@ -101,33 +102,14 @@ class TrackingEventsFormSet(ConversationFormSet):
         return list(events_for(self.instance.pk))
 
 
-class TrackingEventsInline(admin.TabularInline):
+class TrackingEventsInline(PersonBlock):
     """Opens and clicks on the person page, newest first: a read-only block. Only recorded while
     tracking consent allowed it; gone when the person revokes it (setting) or is erased."""
 
     model = TrackingEvent
     formset = TrackingEventsFormSet
     template = "admin/campaigns/tracking_inline.html"
-    fields = ()
-    extra = 0
-    max_num = 0
-    can_delete = False
     verbose_name_plural = _("Opens and clicks")
-
-    def has_view_permission(self, request, obj=None):
-        return obj is not None and request.user.has_perm("crm.view_person")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def get_queryset(self, request):
-        return TrackingEvent.objects.none()  # the block lists events_for() instead
 
 
 def _opt_in_link(request, person):
