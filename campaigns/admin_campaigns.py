@@ -30,13 +30,14 @@ from .campaign_send import (
     EDITABLE,
     campaign_cancel,
     campaign_pause,
+    campaign_progress,
     campaign_resume,
     campaign_save,
     campaign_send,
     campaign_stats,
     campaign_validate,
 )
-from .models import Campaign, EmailMessage, MessageStatus
+from .models import Campaign
 from .models import CampaignStatus as C
 
 MAY_RUN = "campaigns.change_campaign"  # send, schedule, pause, resume, cancel
@@ -105,15 +106,6 @@ class CampaignForm(forms.ModelForm):
 
 # -- the person list filter behind each dry-run count ------------------------------------------
 
-def _parse_audience(value):
-    """'<campaign id>:<reason>' → (campaign, reason), or None."""
-    campaign_id, _sep, reason = (value or "").partition(":")
-    if not campaign_id.isdigit() or reason not in audience.ORDER:
-        return None
-    campaign = Campaign.objects.filter(pk=int(campaign_id)).first()
-    return (campaign, reason) if campaign else None
-
-
 class CampaignAudienceFilter(admin.SimpleListFilter):
     """The people of one dry-run count: `?campaign_audience=<campaign id>:<reason>`. Shown in
     the sidebar only while it is applied (there is nothing sensible to list otherwise)."""
@@ -122,7 +114,7 @@ class CampaignAudienceFilter(admin.SimpleListFilter):
     parameter_name = AUDIENCE_PARAM
 
     def lookups(self, request, model_admin):
-        parsed = _parse_audience(self.value())
+        parsed = audience.parse_reason_link(self.value())
         if parsed is None:
             # Offered anyway when a value was given, so the filter applies (and selects
             # nobody) rather than being dropped and listing everyone.
@@ -133,7 +125,7 @@ class CampaignAudienceFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         if self.value() is None:
             return queryset
-        parsed = _parse_audience(self.value())
+        parsed = audience.parse_reason_link(self.value())
         if parsed is None or not request.user.has_perm("campaigns.view_campaign"):
             return queryset.none()
         people = audience.people_for_reason(*parsed)
@@ -225,9 +217,7 @@ class CampaignAdmin(admin.ModelAdmin):
         if obj.status not in (C.SENDING, C.PAUSED) or not obj.materialised:
             return "—"
         # One indexed count per running campaign (there are few at a time).
-        done = EmailMessage.objects.filter(campaign_id=obj.pk, status__in=[
-            MessageStatus.SENT, MessageStatus.SUPPRESSED, MessageStatus.FAILED]).count()
-        return f"{100 * done / obj.materialised:.0f}%"
+        return f"{campaign_progress(obj):.0f}%"
 
     # -- editing: only while draft or scheduled, and always through campaign_save ------------
     def get_fieldsets(self, request, obj=None):

@@ -130,12 +130,9 @@ def filter_people_by_audience(queryset, raw: str):
     people behind one count of a campaign's dry run."""
     from django.core.exceptions import ValidationError
 
-    campaign_id, _sep, reason = (raw or "").partition(":")
-    if not campaign_id.isdigit() or reason not in audience.ORDER:
+    parsed = audience.parse_reason_link(raw)
+    if parsed is None:
         raise ValidationError({"campaign_audience": [
-            f"Use <campaign id>:<reason>, the reason one of {', '.join(audience.ORDER)}."]})
-    campaign = Campaign.objects.filter(pk=int(campaign_id)).first()
-    if campaign is None:
-        raise ValidationError({"campaign_audience": ["Unknown campaign."]})
-    return queryset.filter(pk__in=audience.people_for_reason(campaign, reason).values("pk"))
-
+            "Use <campaign id>:<reason> of an existing campaign, the reason one of "
+            f"{', '.join(audience.ORDER)}."]})
+    return queryset.filter(pk__in=audience.people_for_reason(*parsed).values("pk"))

@@ -7,15 +7,12 @@ given (only the rule when no list is chosen; nobody when neither is). The gatewa
 give.
 """
 
-import hashlib
-import hmac
-
 from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Value, When
 
 from consents import rules
 from consents.selectors import consent_settings
-from crm.models import ListMembership, Person
-from crm.services import normalise_email
+from crm.models import ListMembership, Person, SuppressedAddress
+from crm.services import address_hasher
 
 from . import gateway
 from .gateway import Kind, Reason
@@ -26,6 +23,7 @@ ORDER = (Reason.ERASED, Reason.NO_VALID_ADDRESS, Reason.SUPPRESSED,
          Reason.PROCESSING_STOPPED, Reason.OPTED_OUT_CONTACT, Reason.OPTED_OUT_USER,
          Reason.OPT_IN_BELOW_ACCEPTED, Reason.ELIGIBLE)
 _SQL_REASONS = tuple(r for r in ORDER if r not in (Reason.SUPPRESSED, Reason.ELIGIBLE))
+_AFTER_SUPPRESSED = ORDER[ORDER.index(Reason.SUPPRESSED) + 1:]
 
 
 def audience_q(campaign: Campaign, *, list_ids=None, rule=None) -> Q:
@@ -61,21 +59,17 @@ def _reason_case(accepted: str) -> Case:
                 default=Value(Reason.ELIGIBLE), output_field=CharField())
 
 
-def _suppression_checker():
-    """A function of an address → is it on the suppression list (the list is read once)."""
-    from crm.models import SuppressedAddress
-    from encryption.keys import derive, keyring
-
+def _suppressed_after_sql_reasons(people) -> list[tuple]:
+    """(person id, reason) of the people in `people` (annotated with their SQL reason) whom the
+    suppression list blocks before that reason would: decide() checks it right after the
+    address. One pass over their addresses, and none when the list is empty."""
     hashes = set(SuppressedAddress.objects.values_list("address_hash", flat=True))
     if not hashes:
-        return lambda email: False
-    key = derive(keyring().blind_index_key, "suppression-list")
-
-    def suppressed(email: str) -> bool:  # crm.services.address_hash, with the key derived once
-        digest = hmac.new(key, normalise_email(email).encode(), hashlib.sha256).hexdigest()
-        return digest in hashes
-
-    return suppressed
+        return []
+    hasher = address_hasher()
+    return [(pk, reason) for pk, email, reason in people.filter(reason__in=_AFTER_SUPPRESSED)
+            .values_list("pk", "email", "reason").iterator(chunk_size=5000)
+            if hasher(email) in hashes]
 
 
 def reason_counts(campaign: Campaign, *, accepted: str) -> dict:
@@ -95,14 +89,9 @@ def dry_run(campaign: Campaign) -> dict:
     accepted = consent_settings().opt_in_accepted
     counts = reason_counts(campaign, accepted=accepted)
     people = audience(campaign).annotate(reason=_reason_case(accepted))
-    suppressed = _suppression_checker()
-    after = set(ORDER[ORDER.index(Reason.SUPPRESSED) + 1:])
-    if counts[Reason.ELIGIBLE] or any(counts[r] for r in after):
-        for email, reason in people.filter(reason__in=after).values_list(
-                "email", "reason").iterator(chunk_size=5000):
-            if suppressed(email):
-                counts[reason] -= 1
-                counts[Reason.SUPPRESSED] += 1
+    for _pk, reason in _suppressed_after_sql_reasons(people):
+        counts[reason] -= 1
+        counts[Reason.SUPPRESSED] += 1
     return {"total": sum(counts.values()), "reasons": counts, "accepted": accepted}
 
 
@@ -112,13 +101,20 @@ def people_for_reason(campaign: Campaign, reason: str):
         raise ValueError(f"Unknown reason {reason!r}.")
     accepted = consent_settings().opt_in_accepted
     people = audience(campaign).annotate(reason=_reason_case(accepted))
-    after = set(ORDER[ORDER.index(Reason.SUPPRESSED) + 1:])
-    if reason in _SQL_REASONS[:2]:
+    if reason in _SQL_REASONS[:2]:  # decided before the suppression list is looked at
         return Person.objects.filter(pk__in=people.filter(reason=reason).values("pk"))
-    suppressed = _suppression_checker()
-    ids = [pk for pk, email in people.filter(reason__in=after).values_list("pk", "email")
-           .iterator(chunk_size=5000) if suppressed(email)]
+    ids = [pk for pk, _reason in _suppressed_after_sql_reasons(people)]
     if reason == Reason.SUPPRESSED:
         return Person.objects.filter(pk__in=ids)
     return Person.objects.filter(pk__in=people.filter(reason=reason).values("pk")).exclude(
         pk__in=ids)
+
+
+def parse_reason_link(value: str):
+    """'<campaign id>:<reason>' (the link behind a dry-run count) → (campaign, reason), or
+    None when it is malformed or names no campaign."""
+    campaign_id, _sep, reason = (value or "").partition(":")
+    if not campaign_id.isdigit() or reason not in ORDER:
+        return None
+    campaign = Campaign.objects.filter(pk=int(campaign_id)).first()
+    return (campaign, reason) if campaign else None

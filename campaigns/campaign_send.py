@@ -329,6 +329,17 @@ def finish_campaigns() -> int:
                Campaign.objects.filter(status=C.SENDING).values_list("pk", flat=True))
 
 
+_DONE = (S.SENT, S.SUPPRESSED, S.FAILED)
+
+
+def campaign_progress(campaign: Campaign) -> float:
+    """Percent of the materialised audience whose message is done (sent, suppressed, failed)."""
+    if not campaign.materialised:
+        return 0.0
+    done = EmailMessage.objects.filter(campaign_id=campaign.pk, status__in=_DONE).count()
+    return round(100 * done / campaign.materialised, 1)
+
+
 def campaign_stats(campaign: Campaign) -> dict:
     """Sent, suppressed by reason, failed, waiting; opens and clicks (people, and in all:
     recorded only for people whose tracking consent allowed it); unsubscribes (recipients
@@ -362,7 +373,7 @@ def campaign_stats(campaign: Campaign) -> dict:
         by_status[S.SUPPRESSED] += not_written
     else:
         by_status[S.QUEUED] += not_written
-    done = by_status[S.SENT] + by_status[S.SUPPRESSED] + by_status[S.FAILED]
+    done = sum(by_status[s] for s in _DONE)
     return {
         "campaign": campaign.pk, "status": campaign.status,
         "audience": {"materialised": total, "excluded": {
@@ -381,8 +392,3 @@ def campaign_stats(campaign: Campaign) -> dict:
                      campaign_mail.TRACKING_NOT_CONSENTED: tracking.get(
                          campaign_mail.TRACKING_NOT_CONSENTED, 0)},
     }
-
-
-def eligible_count(campaign: Campaign) -> int:
-    return audience.eligible(campaign).count()
-

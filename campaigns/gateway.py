@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from consents.models import OptInAccepted
 from consents.selectors import consent_settings
 from crm.models import EmailOptIn, Person, SuppressedAddress
-from crm.services import address_hash
+from crm.services import address_hash, address_hasher
 
 
 class Kind:
@@ -159,7 +159,8 @@ def recheck(person_ids, kind: str) -> dict:
     accepted = consent_settings().opt_in_accepted
     people = list(Person.objects.filter(pk__in=list(person_ids)).only(
         "pk", "email", "email_opt_in", "processing_stopped_at", "erased_at"))
-    hashes = {p.pk: address_hash(p.email) for p in people if p.email}
+    hasher = address_hasher()  # the key derived once for the batch
+    hashes = {p.pk: hasher(p.email) for p in people if p.email}
     suppressed = set()
     if kind in SUPPRESSION_APPLIES and hashes:
         suppressed = set(SuppressedAddress.objects.filter(

@@ -554,15 +554,25 @@ def person_unlock_field(*, person_id, field: str, actor=None, source: str) -> No
                source=source).save()
 
 
-def address_hash(email: str) -> str:
-    """Keyed hash of a normalised address (the suppression list's key)."""
+def address_hasher():
+    """The suppression list's keyed hash of a normalised address, as a function: the key is
+    derived once, for callers that hash many addresses (a batch, an audience)."""
     import hashlib
     import hmac
 
     from encryption.keys import derive, keyring
 
     key = derive(keyring().blind_index_key, "suppression-list")
-    return hmac.new(key, normalise_email(email).encode(), hashlib.sha256).hexdigest()
+
+    def address_hash(email: str) -> str:
+        return hmac.new(key, normalise_email(email).encode(), hashlib.sha256).hexdigest()
+
+    return address_hash
+
+
+def address_hash(email: str) -> str:
+    """Keyed hash of a normalised address (the suppression list's key)."""
+    return address_hasher()(email)
 
 
 def suppress_address(*, email: str, reason: str) -> None:
