@@ -32,7 +32,6 @@ default), so no message carries a pixel: the baseline carries none either.
 """
 
 import argparse
-import base64
 import email.utils
 import hashlib
 import hmac
@@ -50,7 +49,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scratch_db import setup_database  # noqa: E402 - bench/ is on sys.path
+from scratch_db import worker_bench_environment  # noqa: E402 - bench/ is on sys.path
 from send_throughput import CRLF, FROM, SinkProcess, Worker, _check_sink  # noqa: E402
 
 QUEUE = f"bench-campaign-{os.getpid()}"
@@ -343,18 +342,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.people, args.materialise = 2_000, 20_000
-    url = os.environ.get("DATABASE_URL",
-                         "postgres://postgres@127.0.0.1:5432/consenso_bench_campaign")
-    if not os.environ.get("REDIS_URL"):
-        raise SystemExit("REDIS_URL is required: the measured path is a real worker.")
-    setup_database(url)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("FIELD_ENCRYPTION_KEYS",
-                          "bench:" + base64.b64encode(secrets.token_bytes(32)).decode())
-    os.environ.setdefault("BLIND_INDEX_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ["OUTBOX_BATCH_SIZE"] = str(args.batch)
+    worker_bench_environment("postgres://postgres@127.0.0.1:5432/consenso_bench_campaign",
+                             batch=args.batch)
     sink = SinkProcess()  # forked before Django opens any connection
 
     import django

@@ -19,7 +19,6 @@ runs. Rates are wall-clock: run it on a quiet machine; the best of --repeat runs
 """
 
 import argparse
-import base64
 import email.utils
 import multiprocessing
 import os
@@ -41,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from scratch_db import setup_database  # noqa: E402 - bench/ is on sys.path
+from scratch_db import worker_bench_environment  # noqa: E402 - bench/ is on sys.path
 
 FROM = "Consenso <no-reply@consenso.local>"
 CRLF = compat32.clone(linesep="\r\n")  # smtplib sends bytes as they are: SMTP wants CRLF
@@ -318,18 +317,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.batch < 50:
         raise SystemExit("DESIGN.md's fan-out is at least 50 recipients per task.")
-    url = os.environ.get("DATABASE_URL",
-                         "postgres://postgres@127.0.0.1:5432/consenso_bench_send")
-    if not os.environ.get("REDIS_URL"):
-        raise SystemExit("REDIS_URL is required: the measured path is a real worker.")
-    setup_database(url)
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    os.environ.setdefault("FIELD_ENCRYPTION_KEYS",
-                          "bench:" + base64.b64encode(secrets.token_bytes(32)).decode())
-    os.environ.setdefault("BLIND_INDEX_KEY", base64.b64encode(secrets.token_bytes(32)).decode())
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    os.environ["OUTBOX_BATCH_SIZE"] = str(args.batch)
+    worker_bench_environment("postgres://postgres@127.0.0.1:5432/consenso_bench_send",
+                             batch=args.batch)
     sink = SinkProcess()  # forked before Django opens any connection
 
     import django
