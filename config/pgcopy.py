@@ -1,26 +1,37 @@
 """Bulk inserts through PostgreSQL's COPY: plumbing shared by the apps, no business rules.
 
 `bulk_create` manages ~45k rows/s here and COPY ~600k; imports write through this. Callers own
-validation, transactions and audit rows; this only turns values into COPY's CSV input and sends
-it. Other databases (SQLite under `make run`) fall back to `bulk_create`.
+validation, transactions and audit rows; this only turns values into COPY's text format (tab
+separated, backslash escapes: a plain join, several times faster than the csv module on wide rows
+of sealed values) and sends it. Other databases (SQLite under `make run`) fall back to
+`bulk_create`.
 """
 
-import csv
 import datetime
 import decimal
 import io
 import json
+import re
 import uuid
 
 from django.db import connections
 
+_SPECIAL = re.compile(r"[\\\t\n\r]")
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+NULL = "\\N"
+
+
+def _escape(text: str) -> str:
+    """Text as COPY's text format reads it: backslash, tab, newline and CR escaped."""
+    return _SPECIAL.sub(lambda m: _ESCAPES[m.group()], text) if _SPECIAL.search(text) else text
+
 
 def _bytes(value) -> str:
-    return "\\x" + bytes(value).hex()  # bytea hex input; a backslash is literal in CSV
+    return "\\\\x" + bytes(value).hex()  # bytea hex input, its backslash escaped for COPY
 
 
 def _json(value) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return _escape(json.dumps(value, separators=(",", ":")))
 
 
 _FORMATS = {
@@ -30,16 +41,20 @@ _FORMATS = {
 }
 
 
-def copy_text(value) -> str | None:
-    """One value as COPY's CSV reads it (None is NULL)."""
-    if value is None or type(value) is str:
-        return value
+def copy_text(value) -> str:
+    """One value as COPY's text format reads it (None is NULL)."""
+    if value is None:
+        return NULL
+    if type(value) is str:  # the common case answered by two scans in C
+        return value if value.isprintable() and "\\" not in value else _escape(value)
+    if type(value) is bytes:
+        return "\\\\x" + value.hex()
     format_ = _FORMATS.get(type(value))
     if format_ is not None:
         return format_(value)
     if hasattr(value, "pk"):
         return copy_text(value.pk)
-    return str(value)
+    return _escape(str(value))
 
 
 class CopyRows:
@@ -47,9 +62,7 @@ class CopyRows:
 
     `add({attname: value, ...})` starts from the fields' defaults (auto_now fields get `now`), so
     a row lists only what differs. `write()` sends them with one COPY on PostgreSQL, or with
-    `bulk_create` of model instances elsewhere, and clears the buffer. The first column must
-    never hold the bare text `\\.` (COPY's end marker): the models written here lead with a
-    UUID or a generated value.
+    `bulk_create` of model instances elsewhere, and clears the buffer.
     """
 
     def __init__(self, model, *, now: datetime.datetime, using: str = "default"):
@@ -74,8 +87,24 @@ class CopyRows:
         row = self._template.copy()
         index = self.index
         for name, value in values.items():
-            row[index[name]] = value if type(value) is str else copy_text(value)
+            row[index[name]] = copy_text(value)
         self._rows.append(row)
+
+    def adder(self, *names: str):
+        """A faster `add` for hot loops: `adder("a", "b")(a, b)` adds a row with those columns
+        set, positionally. Values are converted as by `add`."""
+        if not self.postgres:
+            return lambda *values: self._rows.append(dict(zip(names, values, strict=True)))
+        slots = [self.index[name] for name in names]
+        template, append = self._template, self._rows.append
+
+        def add(*values) -> None:
+            row = template.copy()
+            for slot, value in zip(slots, values, strict=True):
+                row[slot] = copy_text(value)
+            append(row)
+
+        return add
 
     def __len__(self):
         return len(self._rows)
@@ -89,17 +118,11 @@ class CopyRows:
                 [self.model(**values) for values in rows]
             )
             return len(rows)
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerows(rows)
-        buffer.seek(0)
+        buffer = io.StringIO("\n".join(map("\t".join, rows)) + "\n")
         connection = connections[self.using]
         qn = connection.ops.quote_name
-        # Empty unquoted values are NULL in COPY's CSV: NOT NULL columns read them as ''.
-        not_null = [qn(f.column) for f in self.fields if not f.null]
-        sql = "COPY {} ({}) FROM STDIN WITH (FORMAT csv{})".format(
-            qn(self.model._meta.db_table), ", ".join(qn(f.column) for f in self.fields),
-            f", FORCE_NOT_NULL ({', '.join(not_null)})" if not_null else "",
-        )
+        sql = "COPY {} ({}) FROM STDIN".format(
+            qn(self.model._meta.db_table), ", ".join(qn(f.column) for f in self.fields))
         with connection.cursor() as cursor:
             cursor.copy_expert(sql, buffer, 1 << 20)  # read size: fewer GIL round trips
         return len(rows)

@@ -148,11 +148,12 @@ def _people_rows(people: list[dict], *, actor, definitions):
     audit = CopyRows(AuditEntry, now=now)
     actor_id = actor.pk if getattr(actor, "pk", None) else None
     sealed_custom = {d.key for d in definitions if d.is_encrypted}
-    # Per encrypted core field: (context, mask rule, blind indexer) and its three columns.
-    specs = {name: ((c.context, c.mask_rule, sealer.indexer(c.context)),
+    # Per encrypted core field: the sealer's prepared field and its three columns.
+    specs = {name: (sealer.field(context=c.context, mask_rule=c.mask_rule),
                     (name, c.mask_field, c.index_field))
              for name, c in _ENCRYPTED_COLUMNS.items()}
-    at = now.isoformat()
+    add_audit = audit.adder("person_id", "action", "actor_id", "fields", "source", "at")
+    at = now.isoformat() if audit.postgres else now
     for pk, cleaned in zip(_uuid4_texts(len(people)), people, strict=True):
         # Sealing binds each value to the row id, so the id exists before the COPY.
         values = {"id": pk}
@@ -160,26 +161,26 @@ def _people_rows(people: list[dict], *, actor, definitions):
         if not sealed_custom.isdisjoint(custom):
             custom = _seal_custom(custom, subject_id=pk, definitions=definitions,
                                   seal=sealer.seal)
-        encrypted = [name for name in ENCRYPTED_CORE if cleaned.get(name)]
-        if encrypted:
-            sealed = sealer.seal_new_subject(
-                pk, [(cleaned[name], *specs[name][0]) for name in encrypted])
-            for name, triple in zip(encrypted, sealed, strict=True):
-                values.update(zip(specs[name][1], triple, strict=True))
+        encrypted = []
         for name, value in cleaned.items():
             if name in ENCRYPTED_CORE:
-                continue
+                if value:
+                    encrypted.append(name)
             elif name in _RELATED:
                 values[f"{name}_id"] = value.pk if value is not None else None
             elif name != "custom":
                 values[name] = value
+        if encrypted:
+            sealed = sealer.seal_new_subject(pk, [(cleaned[name], specs[name][0])
+                                                  for name in encrypted])
+            for name, triple in zip(encrypted, sealed, strict=True):
+                values.update(zip(specs[name][1], triple, strict=True))
         if custom:
             values["custom"] = custom
         rows.add(values)
         fields = tuple(_set_fields({**cleaned, "custom": custom}))
-        audit.add({"person_id": pk, "action": "create", "actor_id": actor_id,
-                   "fields": _fields_json(fields) if audit.postgres else sorted(fields),
-                   "source": Source.IMPORT, "at": at if audit.postgres else now})
+        add_audit(pk, "create", actor_id,
+                  _fields_json(fields) if audit.postgres else sorted(fields), Source.IMPORT, at)
     return rows, audit, sealer
 
 

@@ -23,12 +23,16 @@ def blind_index(value: str, *, context: str) -> str:
 
 
 def blind_indexer(context: str):
-    """`blind_index` for many values of one field: the field's key is derived once."""
-    key = derive(keyring().blind_index_key, f"blind-index:{context}")
+    """`blind_index` for many values of one field: the field's key is derived once, and the
+    HMAC keyed once (each value continues from a copy of the keyed state)."""
+    keyed = hmac.new(derive(keyring().blind_index_key, f"blind-index:{context}"),
+                     digestmod="sha256")
 
     def index(value: str) -> str:
         if not value:
             return ""
-        return hmac.digest(key, normalise(value).encode(), "sha256")[:TAG_BYTES].hex()
+        mac = keyed.copy()
+        mac.update((value.upper() if value.isalnum() else normalise(value)).encode())
+        return mac.digest()[:TAG_BYTES].hex()
 
     return index

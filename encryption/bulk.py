@@ -15,11 +15,11 @@ from config import clock
 from config.pgcopy import CopyRows
 
 from .blind_index import blind_indexer
-from .cipher import FORMAT_VERSION, NONCE_BYTES, seal_with
+from .cipher import NONCE_BYTES, seal_with, sealed_header
 from .datakeys import DATA_KEY_BYTES
 from .datakeys import _aad as _key_aad
 from .keys import keyring
-from .masking import mask
+from .masking import masker
 from .models import DataKey
 from .router import keys_db
 from .values import _aad as _value_aad
@@ -37,60 +37,55 @@ class NewSubjectSealer:
         ring = keyring()
         self._master_id = ring.primary_id
         self._master = AESGCM(ring.primary)
-        self._ciphers: dict = {}  # subject id (text) -> (key id, keyed cipher)
+        self._ciphers: dict = {}  # subject id (text) -> (key id, keyed cipher, sealed header)
         self._indexers: dict = {}
+        self._master_header = sealed_header(self._master_id)
         self._keys = CopyRows(DataKey, now=clock.now(), using=keys_db())
+        self._add_key = self._keys.adder("subject_id", "key_id", "master_key_id", "wrapped")
         self._random, self._offset = b"", 0
 
     def seal(self, plaintext: str, *, subject_id, context: str) -> bytes:
         subject = str(subject_id)
-        entry = self._ciphers.get(subject)
-        if entry is None:
-            entry = self._new_key(subject)
-        key_id, aead = entry
+        key_id, aead, _header = self._ciphers.get(subject) or self._new_key(subject)
         return seal_with(aead, plaintext.encode(), key_id=key_id,
                          aad=_value_aad(context, subject), nonce=self._take(NONCE_BYTES))
 
-    def sealed_field(self, value: str, *, subject_id, context: str, mask_rule: str,
-                     indexed: bool = True) -> tuple[bytes, str, str]:
-        """(sealed value, mask, blind index) of one encrypted-field value, as EncryptedField
-        stores them."""
+    def field(self, *, context: str, mask_rule: str, indexed: bool = True) -> tuple:
+        """One encrypted field, prepared once for `seal_new_subject`: its context, its masker and
+        its blind indexer (None when it has no blind index)."""
         indexer = self._indexers.get(context)
-        if indexer is None:
+        if indexed and indexer is None:
             indexer = self._indexers[context] = blind_indexer(context)
-        return (self.seal(value, subject_id=subject_id, context=context), mask(value, mask_rule),
-                indexer(value) if indexed else "")
+        return (f"{context}:", masker(mask_rule), indexer if indexed else None)
 
     def seal_new_subject(self, subject: str, values: list) -> list:
-        """Seal one new subject's encrypted-field values at once: [(plaintext, context,
-        mask_rule, indexer)] → [(sealed value, mask, blind index)].
+        """Seal one new subject's encrypted-field values at once: [(plaintext, field)] with
+        fields from `field()` → [(sealed value, mask, blind index)], as EncryptedField stores
+        them.
 
-        The same key, layout and associated data as `sealed_field`, with the per-value work cut
-        to the cryptography itself: an import seals two values for each of 100,000 people.
+        The same key, layout and associated data as `values.seal_value`, with the per-value
+        work cut to the cryptography itself: an import seals two values for each of 100,000
+        people.
         """
-        key_id, aead = self._ciphers.get(subject) or self._new_key(subject)
-        header = bytes([FORMAT_VERSION, len(key_id)]) + key_id.encode()
+        _key_id, aead, header = self._ciphers.get(subject) or self._new_key(subject)
+        nonces = self._take(NONCE_BYTES * len(values))
         out = []
-        for plaintext, context, mask_rule, indexer in values:
-            nonce = self._take(NONCE_BYTES)
-            blob = header + nonce + aead.encrypt(
-                nonce, plaintext.encode(), f"{context}:{subject}".encode())
-            out.append((blob, mask(plaintext, mask_rule), indexer(plaintext)))
+        for at, (plaintext, (prefix, mask_, indexer)) in enumerate(values):
+            nonce = nonces[at * NONCE_BYTES:(at + 1) * NONCE_BYTES]
+            blob = header + nonce + aead.encrypt(nonce, plaintext.encode(),
+                                                 (prefix + subject).encode())
+            out.append((blob, mask_(plaintext), indexer(plaintext) if indexer else ""))
         return out
 
-    def indexer(self, context: str):
-        indexer = self._indexers.get(context)
-        if indexer is None:
-            indexer = self._indexers[context] = blind_indexer(context)
-        return indexer
-
     def _new_key(self, subject: str):
-        key, key_id = self._take(DATA_KEY_BYTES), self._take(4).hex()
-        wrapped = seal_with(self._master, key, key_id=self._master_id,
-                            aad=_key_aad(subject, key_id), nonce=self._take(NONCE_BYTES))
-        self._keys.add({"subject_id": subject, "key_id": key_id,
-                        "master_key_id": self._master_id, "wrapped": wrapped})
-        entry = self._ciphers[subject] = (key_id, AESGCM(key))
+        # One cut of the randomness for the key, its id and the wrapping nonce.
+        random = self._take(DATA_KEY_BYTES + 4 + NONCE_BYTES)
+        key, nonce = random[:DATA_KEY_BYTES], random[-NONCE_BYTES:]
+        key_id = random[DATA_KEY_BYTES:-NONCE_BYTES].hex()
+        wrapped = self._master_header + nonce + self._master.encrypt(
+            nonce, key, _key_aad(subject, key_id))
+        self._add_key(subject, key_id, self._master_id, wrapped)
+        entry = self._ciphers[subject] = (key_id, AESGCM(key), sealed_header(key_id))
         return entry
 
     def _take(self, size: int) -> bytes:

@@ -30,9 +30,14 @@ def seal_with(aead: AESGCM, plaintext: bytes, *, key_id: str, aad: bytes,
               nonce: bytes | None = None) -> bytes:
     """`seal` with a cipher object already keyed: bulk sealing reuses one per key (and may pass
     nonces cut from one larger read of the system's randomness)."""
-    kid = key_id.encode()
     nonce = nonce or os.urandom(NONCE_BYTES)
-    return bytes([FORMAT_VERSION, len(kid)]) + kid + nonce + aead.encrypt(nonce, plaintext, aad)
+    return sealed_header(key_id) + nonce + aead.encrypt(nonce, plaintext, aad)
+
+
+def sealed_header(key_id: str) -> bytes:
+    """The bytes every value sealed under `key_id` starts with: format version and key id."""
+    kid = key_id.encode()
+    return bytes([FORMAT_VERSION, len(kid)]) + kid
 
 
 def key_id_of(blob: bytes) -> str:

@@ -28,16 +28,27 @@ def _parse(rule: str) -> tuple[str, int]:
 
 
 def mask(value: str, rule: str) -> str:
-    if not value:
-        return ""
+    return masker(rule)(value)
+
+
+@functools.lru_cache(maxsize=64)
+def masker(rule: str):
+    """`mask` with the rule parsed once: for callers that mask many values of one field."""
     kind, n = _parse(rule or DEFAULT_RULE)
     if kind in ("fixed", "full"):
-        return MASK_CHAR * n
-    shown = min(n, len(value) // 2)
-    hidden = len(value) - shown
-    if kind == "last":
-        return MASK_CHAR * hidden + (value[-shown:] if shown else "")
-    return value[:shown] + MASK_CHAR * hidden
+        fixed = MASK_CHAR * n
+        return lambda value: fixed if value else ""
+
+    def apply(value: str) -> str:
+        if not value:
+            return ""
+        shown = min(n, len(value) // 2)
+        hidden = MASK_CHAR * (len(value) - shown)
+        if kind == "last":
+            return hidden + value[-shown:] if shown else hidden
+        return value[:shown] + hidden
+
+    return apply
 
 
 def exposed(masked: str) -> str:

@@ -465,3 +465,25 @@ def test_without_copy_the_same_rows_are_written_with_bulk_create(monkeypatch):
     assert person.custom["tax_code"]["mask"]
     entry = AuditEntry.objects.get(person_id=person.pk)
     assert (entry.fields, entry.source) == (["card_number", "email", "tax_code"], "import")
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+def test_copy_rows_round_trip_values_with_tabs_newlines_backslashes_and_the_end_marker():
+    """COPY's text format: every special character a spreadsheet cell or a JSON value can hold
+    arrives as written, and NULL stays apart from the empty string."""
+    import uuid
+
+    from config.pgcopy import CopyRows
+
+    tricky = ["a\tb", "line\nbreak", "cr\rhere", "back\\slash", "\\.", "\\N", "", "née ✓"]
+    rows = CopyRows(Person, now=clock.now())
+    ids = []
+    for i, text in enumerate(tricky):
+        ids.append(uuid.uuid4())
+        rows.add({"id": ids[-1], "first_name": text, "email": f"t{i}@example.org",
+                  "custom": {"note": text, "quote": '"\\'}, "erased_at": None})
+    assert rows.write() == len(tricky)
+    for pk, text in zip(ids, tricky, strict=True):
+        person = Person.objects.get(pk=pk)
+        assert (person.first_name, person.custom) == (text, {"note": text, "quote": '"\\'})
+        assert person.erased_at is None and person.last_name == ""
