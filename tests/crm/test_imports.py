@@ -487,3 +487,29 @@ def test_copy_rows_round_trip_values_with_tabs_newlines_backslashes_and_the_end_
         person = Person.objects.get(pk=pk)
         assert (person.first_name, person.custom) == (text, {"note": text, "quote": '"\\'})
         assert person.erased_at is None and person.last_name == ""
+
+
+def test_imported_people_get_time_ordered_version_7_ids_in_file_order():
+    import uuid
+
+    job = run_import("email\n" + "".join(f"p{i}@example.org\n" for i in range(5)))
+    assert job.created_count == 5
+    ids = dict(Person.objects.values_list("email", "id"))
+    in_file_order = [ids[f"p{i}@example.org"] for i in range(5)]
+    assert all(pk.version == 7 and pk.variant == uuid.RFC_4122 for pk in in_file_order)
+    assert in_file_order == sorted(in_file_order)
+
+
+def test_a_run_pauses_the_garbage_collector_and_restores_it_even_when_it_fails(monkeypatch):
+    import gc
+
+    seen = []
+
+    def fail(**kwargs):
+        seen.append(gc.isenabled())
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(person_import, "person_import_prepare", fail)
+    assert gc.isenabled()
+    job = run_import("email\nada@example.org\n")
+    assert job.state == "failed" and seen == [False] and gc.isenabled()
