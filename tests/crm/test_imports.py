@@ -513,3 +513,20 @@ def test_a_run_pauses_the_garbage_collector_and_restores_it_even_when_it_fails(m
     assert gc.isenabled()
     job = run_import("email\nada@example.org\n")
     assert job.state == "failed" and seen == [False] and gc.isenabled()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="hash indexes are PostgreSQL's")
+def test_a_blind_index_lookup_is_answered_by_its_hash_index():
+    from encryption.blind_index import blind_index
+
+    run_import(HEADER + f"Ada,L,ada@example.org,none,,{VISA}\n")
+    tag = blind_index(VISA, context="crm.person.card_number")
+    query = Person.objects.filter(card_number_bidx=tag).only("pk")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan TO off")
+        plan = query.explain()
+    assert "person_card_number_bidx" in plan
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s",
+                       ["person_card_number_bidx"])
+        assert "USING hash" in cursor.fetchone()[0]
