@@ -21,7 +21,6 @@ tried again a few seconds later.
 """
 
 import contextlib
-import io
 import json
 import logging
 import os
@@ -32,8 +31,6 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email.generator import BytesGenerator
-from email.policy import Compat32
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
@@ -52,6 +49,7 @@ from . import campaign_mail, gateway
 from .campaign_send import CANCELLED_REASON
 from .models import CampaignStatus, EmailMessage
 from .models import MessageStatus as S
+from .wire import direct_wire, wire_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -439,8 +437,9 @@ class _HandOff:
     message: parsing the same From address again for every message (and the recipient, when it
     is a plain ASCII address that the parser would return unchanged), and the generator's search
     of the body for a clash with a random MIME boundary (it compiles a new regex each time; a
-    fresh uuid4 boundary cannot clash). Any other backend (locmem in tests, the development
-    mailbox) gets its own send_messages().
+    fresh uuid4 boundary cannot clash); and, for the usual shape of message, building the
+    `email.message` tree at all (`wire.direct_wire` lays out the same bytes). Any other backend
+    (locmem in tests, the development mailbox) gets its own send_messages().
     """
 
     def __init__(self, backend):
@@ -456,34 +455,14 @@ class _HandOff:
             return
         recipients = [to if _PLAIN_ADDRESS.match(to) else sanitize_address(to, self.encoding)
                       for to in message.recipients()]
-        mime = message.message()
-        if mime.is_multipart():
-            mime.set_boundary(f"==============={uuid.uuid4().hex}==")
-        self.backend.connection.sendmail(self.envelope_from, recipients, wire_bytes(mime))
-
-
-class _PlainHeaders(Compat32):
-    """compat32 (the policy Django's messages use), except that a header which is plain ASCII
-    and fits on one line is written as it is, without building an email.header.Header for it:
-    compat32 would write the same bytes (it has nothing to fold or encode), and those Header
-    objects were a fifth of a worker's CPU per message."""
-
-    def fold_binary(self, name, value):
-        limit = self.max_line_length
-        if (isinstance(value, str) and value.isascii() and "\n" not in value
-                and "\r" not in value and limit and len(name) + 2 + len(value) <= limit):
-            return f"{name}: {value}{self.linesep}".encode("ascii")
-        return super().fold_binary(name, value)
-
-
-_WIRE_POLICY = _PlainHeaders(linesep="\r\n")
-
-
-def wire_bytes(mime) -> bytes:
-    """`mime` as SMTP DATA: what Django's `as_bytes(linesep="\\r\\n")` gives, made faster."""
-    out = io.BytesIO()
-    BytesGenerator(out, mangle_from_=False, policy=_WIRE_POLICY).flatten(mime, linesep="\r\n")
-    return out.getvalue()
+        boundary = f"==============={uuid.uuid4().hex}=="
+        data = direct_wire(message, boundary)
+        if data is None:
+            mime = message.message()
+            if mime.is_multipart():
+                mime.set_boundary(boundary)
+            data = wire_bytes(mime)
+        self.backend.connection.sendmail(self.envelope_from, recipients, data)
 
 
 # The address is recorded only while the person is not erased: an erasure that committed

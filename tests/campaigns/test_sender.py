@@ -8,7 +8,7 @@ from email.policy import default
 import pytest
 from django.core.mail import EmailMultiAlternatives, get_connection
 
-from campaigns import sender
+from campaigns import sender, wire
 from tests.campaigns.smtp_sink import Sink, running
 
 pytestmark = pytest.mark.django_db
@@ -105,4 +105,4 @@ def test_wire_bytes_are_what_django_would_put_on_the_wire(subject):
     message.extra_headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     mime = message.message()
     mime.set_boundary("===============fixed==")
-    assert sender.wire_bytes(mime) == mime.as_bytes(linesep="\r\n")
+    assert wire.wire_bytes(mime) == mime.as_bytes(linesep="\r\n")
