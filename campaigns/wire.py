@@ -11,6 +11,7 @@ Django would encode as quoted-printable, it returns None and the caller takes `w
 tests/campaigns/test_wire.py checks the two agree byte for byte on generated messages.
 """
 
+import functools
 import io
 import re
 from email.generator import BytesGenerator
@@ -90,11 +91,15 @@ def direct_wire(message, boundary: str) -> bytes | None:
 
 
 def _header_bytes(headers) -> bytes:
-    """Headers as Django stores them (`forbid_multi_line_headers`: encoded, checked for
-    newlines) and the generator writes them (the policy's `fold_binary`)."""
-    fold = _POLICY.fold_binary
-    forbid = django_mail.forbid_multi_line_headers
-    return b"".join(fold(*forbid(name, value, "utf-8")) for name, value in headers)
+    return b"".join(_header(name, str(value)) for name, value in headers)
+
+
+@functools.lru_cache(maxsize=1024)
+def _header(name: str, value: str) -> bytes:
+    """One header as Django stores it (`forbid_multi_line_headers`: encoded, checked for
+    newlines) and the generator writes it (the policy's `fold_binary`). Remembered: a batch's
+    messages share most of their headers (From, a campaign's subject, the parts' own)."""
+    return _POLICY.fold_binary(*django_mail.forbid_multi_line_headers(name, value, "utf-8"))
 
 
 def _text_part(subtype: str, text: str):
@@ -107,8 +112,10 @@ def _text_part(subtype: str, text: str):
         raw = text.encode("utf-8")
     except UnicodeEncodeError:
         return None
-    if any(len(line.encode()) > django_mail.RFC5322_EMAIL_LINE_LENGTH_LIMIT
-           for line in text.splitlines()):
+    limit = django_mail.RFC5322_EMAIL_LINE_LENGTH_LIMIT
+    # A line of at most limit/4 characters cannot be over the limit in UTF-8 bytes.
+    if len(raw) > limit and any(len(line.encode()) > limit for line in text.splitlines()
+                                if len(line) > limit // 4):
         return None
     headers = [("Content-Type", f'text/{subtype}; charset="utf-8"'), ("MIME-Version", "1.0"),
                ("Content-Transfer-Encoding", "7bit" if raw.isascii() else "8bit")]
