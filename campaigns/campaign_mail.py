@@ -20,17 +20,15 @@ from types import SimpleNamespace
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils import translation
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 
 from consents.selectors import tracking_allowed_ids
 from crm.models import Person
-from crm.tokens import make_token
 
 from . import tracking
-from .emails import RenderedEmail, absolute_url, relative_links, unsubscribe_headers
+from .emails import RenderedEmail, person_link, relative_links, unsubscribe_headers
 from .gateway import Kind
 from .models import Campaign
 
@@ -141,8 +139,7 @@ def merge_values(person) -> dict:
     return {
         "first_name": first, "last_name": last, "full_name": f"{first} {last}".strip(),
         "company": person.company or "", "email": person.email or "",
-        "preferences_url": absolute_url(reverse("preference-page",
-                                                args=[make_token(person, purpose="portal")])),
+        "preferences_url": person_link(person, url_name="preference-page", purpose="portal"),
     }
 
 

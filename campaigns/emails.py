@@ -6,6 +6,7 @@ the caller's transaction; the sender (campaigns.sender) hands it to SMTP after t
 the mail gateway has said yes from fresh data.
 """
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ from django.conf import settings
 from django.core.mail import make_msgid
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
 from django.utils import translation
 
 from config import clock
@@ -38,6 +39,31 @@ class RenderedEmail:
 def absolute_url(path: str) -> str:
     """`path` (e.g. from reverse()) as a link that works from a mail client."""
     return settings.SITE_URL + "/" + path.lstrip("/")
+
+
+def person_link(person, *, url_name: str, purpose: str) -> str:
+    """The absolute link to `person`'s own page `url_name` ("preference-page",
+    "one-click-unsubscribe"), with a token for `purpose` (crm.tokens)."""
+    from crm.tokens import make_token
+
+    token = make_token(person, purpose=purpose)
+    if not _URL_SAFE.fullmatch(token):
+        return absolute_url(reverse(url_name, args=[token]))
+    before, after = _around_token(url_name, get_script_prefix(), get_urlconf(),
+                                  settings.SITE_URL)
+    return before + token + after
+
+
+_URL_SAFE = re.compile(r"[0-9A-Za-z_.:-]+")  # what reverse() puts in a path as it is
+_MARKER = "consenso0token0marker"
+
+
+@functools.lru_cache(maxsize=64)
+def _around_token(url_name: str, _script_prefix: str, urlconf, _site_url: str):
+    """The absolute link of `url_name` before and after its token: reverse() once per URL
+    (and prefix, URLconf, site), not twice per campaign message."""
+    before, after = reverse(url_name, args=[_MARKER], urlconf=urlconf).split(_MARKER)
+    return absolute_url(before), after
 
 
 def relative_links(html: str) -> list[str]:
@@ -73,10 +99,7 @@ def unsubscribe_headers(person, kind: str) -> dict:
     """RFC 8058 one-click unsubscribe headers for marketing kinds (none for the others)."""
     if kind not in MARKETING_KINDS:
         return {}
-    from crm.tokens import make_token
-
-    url = absolute_url(reverse("one-click-unsubscribe",
-                               args=[make_token(person, purpose="unsubscribe")]))
+    url = person_link(person, url_name="one-click-unsubscribe", purpose="unsubscribe")
     return {"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
@@ -91,10 +114,7 @@ def staff_footer(person, kind: str) -> str:
 
     footer = portal_settings().email_footer.strip()
     if "{link}" in footer:
-        from crm.tokens import make_token
-
-        link = absolute_url(reverse("preference-page",
-                                    args=[make_token(person, purpose="portal")]))
+        link = person_link(person, url_name="preference-page", purpose="portal")
         # replace(), not format(): the admins' text may hold other braces.
         footer = footer.replace("{link}", link)
     return footer

@@ -4,12 +4,11 @@ it, and tell the contact about a rights event. Registered in CampaignsConfig.rea
 import re
 
 from django.db.models import Q
-from django.urls import reverse
 
 from config import clock
 from crm.models import Person
 
-from .emails import absolute_url, enqueue
+from .emails import enqueue, person_link
 from .gateway import Kind
 from .models import (
     DoubleOptInRequest,
@@ -82,11 +81,9 @@ def export(person_id) -> dict:
 def notify_processing_resumed(person_id) -> None:
     """Tell the contact that processing of their data resumes. System mail: it serves their
     rights, so the gateway lets it through despite the stop (and an opt-out)."""
-    from crm.tokens import make_token
-
     person = Person.objects.get(pk=person_id)
     now = clock.now()
-    page = absolute_url(reverse("preference-page", args=[make_token(person, purpose="portal")]))
+    page = person_link(person, url_name="preference-page", purpose="portal")
     enqueue(person=person, kind=Kind.SYSTEM, template="processing_resumed",
             context={"resumed_at": now, "page_url": page},
             idempotency_key=f"processing-resumed:{person.pk}:{now.isoformat()}")

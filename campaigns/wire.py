@@ -99,7 +99,15 @@ def _header(name: str, value: str) -> bytes:
     """One header as Django stores it (`forbid_multi_line_headers`: encoded, checked for
     newlines) and the generator writes it (the policy's `fold_binary`). Remembered: a batch's
     messages share most of their headers (From, a campaign's subject, the parts' own)."""
+    if len(value) <= _HEADER_LINE and _PLAIN_WORDS.match(value):
+        # What forbid_multi_line_headers keeps as it is (a personalised subject: its Header
+        # would fold or encode nothing).
+        return _POLICY.fold_binary(name, value)
     return _POLICY.fold_binary(*django_mail.forbid_multi_line_headers(name, value, "utf-8"))
+
+
+_PLAIN_WORDS = re.compile(r"[!-~]+(?: [!-~]+)*\Z")  # printable ASCII words, single spaces
+_HEADER_LINE = 76  # email.header.MAXLINELEN: what Header().encode() fits on one line
 
 
 def _text_part(subtype: str, text: str):

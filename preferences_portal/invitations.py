@@ -26,7 +26,6 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
-from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import gettext as _
 
@@ -38,7 +37,6 @@ from consents.models import ConsentPurpose
 from consents.selectors import people_on_outdated_versions, portal_settings
 from crm.errors import ServiceError
 from crm.models import Person
-from crm.tokens import make_token
 
 from .models import InvitationRun
 
@@ -71,8 +69,7 @@ class NothingToSend(ServiceError):
 
 def page_url(person: Person) -> str:
     """The absolute link to the person's own preference page."""
-    return emails.absolute_url(reverse("preference-page",
-                                       args=[make_token(person, purpose="portal")]))
+    return emails.person_link(person, url_name="preference-page", purpose="portal")
 
 
 def batch_size() -> int:

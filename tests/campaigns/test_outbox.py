@@ -338,3 +338,28 @@ def test_admin_lists_the_mail_log_read_only(admin_client_, sink):
     assert admin_client_.get("/admin/campaigns/emailmessage/add/").status_code == 403
     assert admin_client_.post(f"/admin/campaigns/emailmessage/{rows[1].pk}/delete/",
                               {"post": "yes"}).status_code == 403
+
+
+def test_a_person_link_is_the_reversed_url_of_their_token_whatever_the_site_and_prefix(settings):
+    from django.urls import reverse, set_script_prefix
+
+    from campaigns.emails import absolute_url, person_link
+    from crm.tokens import make_token
+
+    person = PersonFactory()
+
+    def expected(url_name, purpose):
+        return absolute_url(reverse(url_name, args=[make_token(person, purpose=purpose)]))
+
+    for url_name, purpose in (("preference-page", "portal"),
+                              ("one-click-unsubscribe", "unsubscribe")):
+        assert person_link(person, url_name=url_name, purpose=purpose) == expected(url_name,
+                                                                                  purpose)
+    settings.SITE_URL = "https://crm.example.org"
+    set_script_prefix("/consenso/")
+    try:
+        link = person_link(person, url_name="preference-page", purpose="portal")
+        assert link.startswith("https://crm.example.org/consenso/p/")
+        assert link == expected("preference-page", "portal")
+    finally:
+        set_script_prefix("/")

@@ -18,7 +18,9 @@ header_text = st.one_of(
     st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=120),
     st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=90),
     st.sampled_from(["Grüße aus Köln — Neuigkeiten", "=?utf-8?q?looks_encoded?=", "x" * 100,
-                     "A long subject " * 12, "Tabs\tand  double  spaces", ""]),
+                     "A long subject " * 12, "Tabs\tand  double  spaces", "", "x" * 76,
+                     "y" * 77, "Our spring newsletter, Reader10244", " leading", "trailing ",
+                     "a  b", "=?", "?=", "word " * 15 + "w"]),
 )
 # Bodies: any line endings, non-ASCII, blank lines, a missing final newline.
 body_text = st.lists(
