@@ -455,7 +455,9 @@ class _HandOff:
             return
         recipients = [to if _PLAIN_ADDRESS.match(to) else sanitize_address(to, self.encoding)
                       for to in message.recipients()]
-        boundary = f"==============={uuid.uuid4().hex}=="
+        # Random (104 bits: no body holds it), and short enough that the Content-Type header
+        # fits on one line (the policy's fast path).
+        boundary = f"=_{uuid.uuid4().hex[:26]}_="
         data = direct_wire(message, boundary)
         if data is None:
             mime = message.message()

@@ -106,3 +106,17 @@ def test_a_header_with_a_newline_is_refused_as_django_refuses_it():
     message = build("Hello\nBcc: victim@example.org", "Hello\n", None, {})
     with pytest.raises(BadHeaderError):
         wire.direct_wire(message, BOUNDARY)
+
+
+@settings(max_examples=500, deadline=None)
+@given(name=st.sampled_from(["List-Unsubscribe", "Message-ID", "X", "Content-Type",
+                             "A-Very-Long-Header-Name-Indeed"]),
+       value=st.one_of(
+           st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=1200),
+           st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200),
+           st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=300)))
+def test_the_header_policy_writes_what_compat32_writes(name, value):
+    from email.policy import compat32
+
+    assert wire._POLICY.fold_binary(name, value) == compat32.clone(
+        linesep="\r\n").fold_binary(name, value)
