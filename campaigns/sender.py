@@ -497,15 +497,17 @@ _OUTBOX, _PEOPLE = EmailMessage._meta.db_table, Person._meta.db_table
 # entry in any of the outbox's indexes. The status follows for the whole batch (_finalise_sent).
 _MARK_SENT = (  # the table names are ours; every value is a parameter
     f"UPDATE {_OUTBOX} SET sent_at = %s, "  # noqa: S608
-    f"to_address = CASE WHEN EXISTS (SELECT 1 FROM {_PEOPLE} WHERE {_PEOPLE}.id = "
+    # The address as enqueued (the usual case) is kept without looking the person up.
+    f"to_address = CASE WHEN {_OUTBOX}.to_address = %s THEN {_OUTBOX}.to_address "
+    f"WHEN EXISTS (SELECT 1 FROM {_PEOPLE} WHERE {_PEOPLE}.id = "
     f"{_OUTBOX}.person_id AND {_PEOPLE}.erased_at IS NULL) THEN %s ELSE '' END, "
     "allowed_by = %s, updated_at = %s WHERE id = %s")
 # On PostgreSQL the same statement is prepared once per connection: parsing and planning it for
 # every message cost the server more than running it.
-_MARK_NAME = "consenso_mark_sent"
-_MARK_PREPARE = (f"PREPARE {_MARK_NAME} (timestamptz, varchar, jsonb, timestamptz, bigint) AS "
-                 + _MARK_SENT.replace("%s", "${}").format(1, 2, 3, 4, 5))
-_MARK_EXECUTE = f"EXECUTE {_MARK_NAME} (%s, %s, %s, %s, %s)"
+_MARK_NAME = "consenso_mark_sent_2"  # a new name whenever the statement changes
+_MARK_PREPARE = (f"PREPARE {_MARK_NAME} (timestamptz, varchar, varchar, jsonb, timestamptz, "
+                 "bigint) AS " + _MARK_SENT.replace("%s", "${}").format(1, 2, 3, 4, 5, 6))
+_MARK_EXECUTE = f"EXECUTE {_MARK_NAME} (%s, %s, %s, %s, %s, %s)"
 
 
 def _prepare_mark(cursor) -> str:
@@ -529,7 +531,7 @@ def _mark_sent(cursor, row, address: str, state: str, event, tracking: str | Non
     if tracking:
         proof["tracking"] = tracking
     proof = json.dumps(proof)
-    cursor.execute(statement, [now, address, proof, now, row.pk])
+    cursor.execute(statement, [now, address, address, proof, now, row.pk])
 
 
 def _finalise_sent(rows) -> None:
