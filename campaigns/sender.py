@@ -471,6 +471,7 @@ class _HandOff:
         self.encoding = settings.DEFAULT_CHARSET
         self.envelope_from = (sanitize_address(settings.DEFAULT_FROM_EMAIL, self.encoding)
                               if self.smtp else None)
+        self.headers: dict = {}  # laid-out headers, for this batch only (they hold addresses)
 
     def __call__(self, message: EmailMultiAlternatives) -> None:
         if not self.smtp or message.encoding or message.from_email != settings.DEFAULT_FROM_EMAIL:
@@ -481,7 +482,7 @@ class _HandOff:
         # Random (104 bits: no body holds it), and short enough that the Content-Type header
         # fits on one line (the policy's fast path).
         boundary = f"=_{uuid.uuid4().hex[:26]}_="
-        data = direct_wire(message, boundary)
+        data = direct_wire(message, boundary, self.headers)
         if data is None:
             mime = message.message()
             if mime.is_multipart():

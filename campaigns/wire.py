@@ -11,7 +11,6 @@ Django would encode as quoted-printable, it returns None and the caller takes `w
 tests/campaigns/test_wire.py checks the two agree byte for byte on generated messages.
 """
 
-import functools
 import io
 import re
 from email.generator import BytesGenerator
@@ -53,9 +52,12 @@ def wire_bytes(mime) -> bytes:
     return out.getvalue()
 
 
-def direct_wire(message, boundary: str) -> bytes | None:
+def direct_wire(message, boundary: str, cache: dict | None = None) -> bytes | None:
     """`wire_bytes(message.message())` (its boundary set to `boundary`) without building the
-    MIME tree, or None when `message` is not of the shape this handles."""
+    MIME tree, or None when `message` is not of the shape this handles. `cache` keeps the
+    headers already laid out, for a caller that sends many messages (a batch shares most of its
+    headers); it holds recipients' addresses, so it should live no longer than the batch."""
+    cache = {} if cache is None else cache
     alternatives = message.alternatives
     if (message.encoding or settings.DEFAULT_CHARSET.lower() != "utf-8" or message.attachments
             or message.cc or message.bcc or message.reply_to or len(message.to) != 1
@@ -82,26 +84,32 @@ def direct_wire(message, boundary: str) -> bytes | None:
         ("Date", django_mail.formatdate(localtime=settings.EMAIL_USE_LOCALTIME)),
         *extra.items(),
     ]
-    out = [_header_bytes(headers), _CRLF]
+    out = [_header_bytes(headers, cache), _CRLF]
     if not parts:
         out.append(text[1])
     else:
         dash = f"--{boundary}".encode("ascii")
         for at, (part_headers, body) in enumerate(parts):
-            out += [_CRLF if at else b"", dash, _CRLF, _header_bytes(part_headers), _CRLF, body]
+            out += [_CRLF if at else b"", dash, _CRLF, _header_bytes(part_headers, cache), _CRLF,
+                    body]
         out += [_CRLF, dash, b"--", _CRLF]
     return b"".join(out)
 
 
-def _header_bytes(headers) -> bytes:
-    return b"".join(_header(name, str(value)) for name, value in headers)
+def _header_bytes(headers, cache: dict) -> bytes:
+    out = []
+    for name, value in headers:
+        key = (name, str(value))
+        data = cache.get(key)
+        if data is None:
+            data = cache[key] = _header(*key)
+        out.append(data)
+    return b"".join(out)
 
 
-@functools.lru_cache(maxsize=1024)
 def _header(name: str, value: str) -> bytes:
     """One header as Django stores it (`forbid_multi_line_headers`: encoded, checked for
-    newlines) and the generator writes it (the policy's `fold_binary`). Remembered: a batch's
-    messages share most of their headers (From, a campaign's subject, the parts' own)."""
+    newlines) and the generator writes it (the policy's `fold_binary`)."""
     if len(value) <= _HEADER_LINE and _PLAIN_WORDS.match(value):
         # What forbid_multi_line_headers keeps as it is (a personalised subject: its Header
         # would fold or encode nothing).
