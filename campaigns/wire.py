@@ -32,7 +32,7 @@ class _PlainHeaders(Compat32):
         if isinstance(value, str) and value.isascii() and value.isprintable() and limit:
             if len(name) + 2 + len(value) <= limit:
                 return f"{name}: {value}{self.linesep}".encode("ascii")
-            if " " not in value:  # one long word (a link): compat32 moves it to a line of its own
+            if value and " " not in value:  # one long word (a link): a line of its own
                 return f"{name}: {self.linesep} {value}{self.linesep}".encode("ascii")
         return super().fold_binary(name, value)
 
@@ -59,7 +59,9 @@ def direct_wire(message, boundary: str, cache: dict | None = None) -> bytes | No
     headers); it holds recipients' addresses, so it should live no longer than the batch."""
     cache = {} if cache is None else cache
     alternatives = message.alternatives
-    if (message.encoding or settings.DEFAULT_CHARSET.lower() != "utf-8" or message.attachments
+    # Exactly "utf-8": Django's SafeMIMEText lays out 8bit text only for that spelling (any
+    # other, "UTF-8" included, gets base64).
+    if (message.encoding or settings.DEFAULT_CHARSET != "utf-8" or message.attachments
             or message.cc or message.bcc or message.reply_to or len(message.to) != 1
             or message.content_subtype != "plain" or not message.body
             or (alternatives and (len(alternatives) != 1 or alternatives[0][1] != "text/html"

@@ -28,7 +28,7 @@ def _parse(rule: str) -> tuple[str, int]:
 
 
 def mask(value: str, rule: str) -> str:
-    return masker(rule)(value)
+    return masker(rule)(value) if value else ""
 
 
 @functools.lru_cache(maxsize=64)

@@ -100,6 +100,11 @@ def test_other_shapes_are_declined(change):
     assert wire.direct_wire(message, BOUNDARY) is None
 
 
+def test_a_charset_spelled_otherwise_is_declined_as_django_lays_it_out_in_base64(settings):
+    settings.DEFAULT_CHARSET = "UTF-8"
+    assert wire.direct_wire(build("Hello", "héllo\n", None, {}), BOUNDARY) is None
+
+
 def test_a_header_with_a_newline_is_refused_as_django_refuses_it():
     from django.core.mail import BadHeaderError
 
@@ -110,7 +115,7 @@ def test_a_header_with_a_newline_is_refused_as_django_refuses_it():
 
 @settings(max_examples=500, deadline=None)
 @given(name=st.sampled_from(["List-Unsubscribe", "Message-ID", "X", "Content-Type",
-                             "A-Very-Long-Header-Name-Indeed"]),
+                             "A-Very-Long-Header-Name-Indeed", "X-" + "N" * 80]),
        value=st.one_of(
            st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=1200),
            st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=200),

@@ -31,6 +31,10 @@ def test_bad_mask_rule_is_refused(rule):
         mask("value", rule)
 
 
+def test_an_empty_value_masks_to_empty_whatever_the_rule():
+    assert mask("", "bogus") == mask("", "last:4") == ""
+
+
 def test_blind_index_is_per_field_normalised_and_short():
     card = blind_index("4111 1111 1111 1111", context="crm.person.card_number")
     assert card == blind_index("4111-1111-1111-1111", context="crm.person.card_number")
