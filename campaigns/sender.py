@@ -59,7 +59,6 @@ BACKOFF_CAP_SECONDS = 30 * 60
 SWEEP_MAX_BATCHES = 100  # per sweep: a huge backlog is drained over several sweeps
 _FIELDS = ("id", "person_id", "kind", "to_address", "subject", "body_text", "body_html",
            "headers", "message_id", "in_reply_to", "attempts", "campaign_id", "template")
-_CLAIMED_FIELDS = [f for f in EmailMessage._meta.concrete_fields if f.attname in _FIELDS]
 BUSY_RETRY_SECONDS = 2  # a person whose row is being changed: their message waits this long
 
 
@@ -274,25 +273,14 @@ def _claim(message_ids, lease: "_Lease") -> list[EmailMessage]:
     claimable = (EmailMessage.objects.select_for_update(skip_locked=True)
                  .filter(_claimable(lease.started), pk__in=list(message_ids)))
     if db.vendor == "postgresql":
-        fields = _CLAIMED_FIELDS  # in model order, as from_db() wants them
-        columns = [field.column for field in fields]
+        columns = ", ".join(EmailMessage._meta.get_field(name).column for name in _FIELDS)
         # Compiled inside the transaction: Django refuses FOR UPDATE outside one.
-        with transaction.atomic(), db.cursor() as cursor:
+        with transaction.atomic():
             inner, params = claimable.order_by("pk").values("pk").query.sql_with_params()
-            cursor.execute(
+            rows = list(EmailMessage.objects.raw(
                 f"UPDATE {_OUTBOX} SET status = %s, lease_until = %s, updated_at = %s "  # noqa: S608
-                f"WHERE id IN ({inner}) RETURNING {', '.join(columns)}",
-                [S.SENDING, lease.until, lease.started, *params])
-            found = cursor.fetchall()
-        convert = [(at, field.from_db_value) for at, field in enumerate(fields)
-                   if hasattr(field, "from_db_value")]  # what the ORM applies (JSON: headers)
-        names = [field.attname for field in fields]
-        rows = []
-        for values in found:
-            values = list(values)
-            for at, from_db_value in convert:
-                values[at] = from_db_value(values[at], None, db)
-            rows.append(EmailMessage.from_db(db.alias, names, values))
+                f"WHERE id IN ({inner}) RETURNING {columns}",
+                [S.SENDING, lease.until, lease.started, *params]))
         return sorted(rows, key=lambda row: row.pk)
     with transaction.atomic():
         rows = list(claimable.only(*_FIELDS).order_by("pk"))

@@ -15,6 +15,8 @@ _NOISE = re.compile(r"[\s\-./]")
 
 
 def normalise(value: str) -> str:
+    if value and value.isalnum():  # nothing to strip: the usual identifier
+        return value.upper()
     return _NOISE.sub("", value or "").upper()
 
 
@@ -32,7 +34,7 @@ def blind_indexer(context: str):
         if not value:
             return ""
         mac = keyed.copy()
-        mac.update((value.upper() if value.isalnum() else normalise(value)).encode())
+        mac.update(normalise(value).encode())
         return mac.digest()[:TAG_BYTES].hex()
 
     return index
