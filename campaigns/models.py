@@ -67,12 +67,14 @@ class EmailMessage(models.Model):
     attempts = models.PositiveSmallIntegerField(default=0)
     lease_until = models.DateTimeField(null=True, blank=True)
     allowed_by = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["-created_at", "-id"]
+        # Newest first by id, which grows with creation: the primary key's index serves the mail
+        # log, and created_at needs none of its own.
+        ordering = ["-id"]
         # Every message is updated as it is claimed and marked, and each index is written
         # again: only what a query uses. Uniqueness as constraints, not `unique=True`, which on
         # PostgreSQL adds a second (LIKE) index per column that no query here needs.
