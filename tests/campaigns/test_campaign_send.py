@@ -264,6 +264,19 @@ def test_stats_count_sent_suppressed_by_reason_engagement_and_unsubscribes():
     assert stats["unsubscribes"] == 1 and stats["progress"] == 100.0
 
 
+@pytest.mark.parametrize("waiting", [S.QUEUED, S.SENDING, S.HELD])
+def test_campaign_is_not_finished_while_one_message_waits_in_any_unsent_state(waiting):
+    first, second = _person("a@example.org"), _person("b@example.org")
+    campaign = _start(_campaign([_listed(first, second)]))
+    _rows(campaign).update(status=S.SENT)
+    _rows(campaign).filter(person=second).update(status=waiting)
+    assert campaign_send.campaign_finish_if_done(campaign.pk) is False
+    assert Campaign.objects.get(pk=campaign.pk).status == C.SENDING
+    _rows(campaign).filter(person=second).update(status=S.SUPPRESSED)
+    assert campaign_send.campaign_finish_if_done(campaign.pk) is True
+    assert Campaign.objects.get(pk=campaign.pk).status == C.SENT
+
+
 def test_api_builds_dry_runs_sends_and_reports_a_campaign(staff_api):
     eligible = _person("yes@example.org")
     opted_out = _person("no@example.org", state=EmailOptIn.OPT_OUT_CONTACT)
