@@ -174,6 +174,20 @@ def test_every_campaign_email_links_to_the_preference_page_and_offers_one_click_
     assert page.context["page"].person.pk == person.pk
 
 
+def test_campaign_email_goes_as_plain_7bit_lines_well_within_the_smtp_line_limit():
+    person = _person("lines@example.org", first_name="Ada")
+    campaign = _start(_campaign([_listed(person)]))
+    _send_all(campaign)
+    [message] = mail.outbox
+    wire = message.message().as_bytes()
+    # Over 998 characters a line forces quoted-printable on its part: the layout's long lines
+    # (tags joined so that every server on the way handles fewer lines) must stay below it.
+    assert b"quoted-printable" not in wire and b"base64" not in wire
+    assert max(len(line) for line in wire.splitlines()) < 600
+    html = message.alternatives[0][0]
+    assert "Dear Ada" in html and html.count("\n") < 12  # the layout adds six line breaks
+
+
 def _tracking_purpose():
     return consent_services.purpose_create(key="tracking", name="Tracking",
                                            kind=PurposeKind.ENGAGEMENT_TRACKING,
