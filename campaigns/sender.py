@@ -351,21 +351,69 @@ class _Lease:
 
 def _deliver(rows, people, renderer, lease: _Lease, result: BatchResult, cursor) -> None:
     """Hand each row to SMTP over one connection (timeouts: EMAIL_TIMEOUT), marking it at once."""
-    backend = get_connection(fail_silently=False)
     try:
-        backend.open()
+        backend = _mail_connection()
     except Exception as error:  # noqa: BLE001 - whatever it is, every row waits for a retry
         outcome = classify(error)
         logger.warning("outbox: cannot open the mail connection (%s)", outcome.reason)
         for row in rows:
             _retry_later(row, "smtp_connect", result)
         return
+    usable = False
     try:
-        _send_each(rows, people, renderer, lease, result, backend, cursor)
+        usable = _send_each(rows, people, renderer, lease, result, backend, cursor)
     finally:
-        # A connection that is already gone cannot be closed politely; all sent is marked.
-        with contextlib.suppress(OSError):
-            backend.close()
+        if not (usable and getattr(_kept_smtp, "backend", None) is backend):
+            _close_mail_connection(backend)
+
+
+# The SMTP connection outlives its batch: the next batch of the same thread (and process) sends
+# over it, after a NOOP shows it still answers. Opening one per batch cost the receiving server
+# more per message than the messages themselves at a hundred per batch (bench/README.md).
+_kept_smtp = threading.local()
+
+
+def _mail_connection():
+    """An open mail backend for a batch: this thread's SMTP connection from its last batch if it
+    goes to the same server and answers a NOOP, else a new one (kept for the next batch)."""
+    backend = get_connection(fail_silently=False)
+    if not isinstance(backend, SMTPBackend):
+        backend.open()
+        return backend
+    key = (backend.host, backend.port, backend.username, backend.use_tls, backend.use_ssl,
+           backend.timeout)
+    kept = getattr(_kept_smtp, "backend", None)
+    if kept is not None and _kept_smtp.pid != os.getpid():
+        _kept_smtp.backend = kept = None  # the parent's session (forked): not ours to QUIT
+    if kept is not None:
+        if _kept_smtp.key == key and kept.connection is not None and _answers(kept.connection):
+            return kept
+        _close_mail_connection(kept)
+    backend.open()
+    _kept_smtp.backend, _kept_smtp.key, _kept_smtp.pid = backend, key, os.getpid()
+    return backend
+
+
+def _answers(connection) -> bool:
+    try:
+        return connection.noop()[0] == 250
+    except OSError:  # smtplib's errors are OSErrors: closed, reset, timed out
+        return False
+
+
+def _close_mail_connection(backend) -> None:
+    if getattr(_kept_smtp, "backend", None) is backend:
+        _kept_smtp.backend = None
+    # A connection that is already gone cannot be closed politely; all sent is marked.
+    with contextlib.suppress(OSError):
+        backend.close()
+
+
+def close_mail_connection() -> None:
+    """Close this thread's kept SMTP connection, if any (tests, worker shutdown)."""
+    kept = getattr(_kept_smtp, "backend", None)
+    if kept is not None:
+        _close_mail_connection(kept)
 
 
 @contextlib.contextmanager
@@ -389,7 +437,8 @@ def _commits_without_flush(cursor):
 
 
 def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backend,
-               cursor) -> None:
+               cursor) -> bool:
+    """Hand off and mark each row; False when the connection was lost on the way."""
     hand_off = _HandOff(backend)
     mark = _prepare_mark(cursor)
     for index, row in enumerate(rows):
@@ -411,11 +460,12 @@ def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backe
                 _retry_later(row, outcome.reason, result)
             if outcome.connection_lost:
                 _release(rows[index + 1:], result)
-                return
+                return False
             continue
         # Marked before the next hand-off: a crash re-sends at most this one message.
         _mark_sent(cursor, row, address, state, event, tracking, mark)
         result.sent += 1
+    return True
 
 
 def _build(row, address: str, backend, content=None) -> EmailMultiAlternatives:

@@ -114,3 +114,12 @@ def _close_the_senders_lock_connection(django_db_setup):
     from campaigns import sender
 
     sender.close_lock_connections()
+
+
+@pytest.fixture(autouse=True)
+def _no_smtp_session_across_tests():
+    """The sender keeps its SMTP session for the next batch: not for the next test."""
+    yield
+    from campaigns import sender
+
+    sender.close_mail_connection()

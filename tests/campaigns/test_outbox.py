@@ -276,6 +276,54 @@ def test_a_server_that_never_answers_times_out_after_email_timeout(settings):
     assert _status(row) == (S.QUEUED, "smtp_connect", 1)
 
 
+class SessionCountingSink(Sink):
+    """Counts SMTP sessions: each client greets with one EHLO per connection."""
+
+    def __init__(self):
+        super().__init__()
+        self.sessions = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
+
+
+def test_batches_of_one_thread_share_one_smtp_session_while_the_server_answers(settings):
+    server = SessionCountingSink()
+    with running(server) as port:
+        _point_django_at(settings, port)
+        first, second = _messages(3, "a"), _messages(3, "b")
+        assert sender.send_batch([r.pk for r in first]).sent == 3
+        assert sender.send_batch([r.pk for r in second]).sent == 3
+    assert server.sessions == 1 and len(server.messages) == 6
+
+
+def test_a_kept_session_the_server_dropped_is_replaced_and_nothing_is_lost(settings):
+    first_server, second_server = SessionCountingSink(), SessionCountingSink()
+    with running(first_server) as port:
+        _point_django_at(settings, port)
+        assert sender.send_batch([r.pk for r in _messages(2, "a")]).sent == 2
+    # The kept session's server is gone; another answers elsewhere: a new session, all sent.
+    with running(second_server) as port:
+        _point_django_at(settings, port)
+        rows = _messages(2, "b")
+        assert sender.send_batch([r.pk for r in rows]).sent == 2
+    assert second_server.sessions == 1
+    assert {m["Message-ID"] for m in second_server.messages} == {r.message_id for r in rows}
+
+
+def test_a_kept_session_that_no_longer_answers_is_replaced(settings):
+    server = SessionCountingSink()
+    with running(server) as port:
+        _point_django_at(settings, port)
+        assert sender.send_batch([r.pk for r in _messages(1, "a")]).sent == 1
+        # As if the server had timed the idle session out.
+        sender._kept_smtp.backend.connection.sock.shutdown(socket.SHUT_RDWR)
+        assert sender.send_batch([r.pk for r in _messages(1, "b")]).sent == 1
+    assert server.sessions == 2 and len(server.messages) == 2
+
+
 # --- the sweeper -----------------------------------------------------------------------------
 
 def test_sweeper_resends_a_row_whose_worker_died_once_its_lease_ran_out(sink, settings):
