@@ -410,7 +410,7 @@ def _close_mail_connection(backend) -> None:
 
 
 def close_mail_connection() -> None:
-    """Close this thread's kept SMTP connection, if any (tests, worker shutdown)."""
+    """Close this thread's kept SMTP connection, if any (tests; a worker's closes with it)."""
     kept = getattr(_kept_smtp, "backend", None)
     if kept is not None:
         _close_mail_connection(kept)
