@@ -27,6 +27,7 @@ import os
 import re
 import smtplib
 import threading
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -359,23 +360,30 @@ def _deliver(rows, people, renderer, lease: _Lease, result: BatchResult, cursor)
         for row in rows:
             _retry_later(row, "smtp_connect", result)
         return
-    usable = False
+    clean = False
     try:
-        usable = _send_each(rows, people, renderer, lease, result, backend, cursor)
+        clean = _send_each(rows, people, renderer, lease, result, backend, cursor)
     finally:
-        if not (usable and getattr(_kept_smtp, "backend", None) is backend):
+        if clean and getattr(_kept_smtp, "backend", None) is backend:
+            _kept_smtp.used_at = time.monotonic()
+        else:
             _close_mail_connection(backend)
 
 
-# The SMTP connection outlives its batch: the next batch of the same thread (and process) sends
-# over it, after a NOOP shows it still answers. Opening one per batch cost the receiving server
-# more per message than the messages themselves at a hundred per batch (bench/README.md).
+# The SMTP session outlives its batch: the next batch of the same thread (and process) sends
+# over it. Opening one per batch cost the receiving server more per message than the messages
+# themselves at a hundred per batch (bench/README.md). Kept only after a batch in which every
+# hand-off went through (an error may leave a transaction open or replies out of step), for a
+# while and a few batches (a server may cap a session, or a firewall drop an idle one without a
+# word), and reset (RSET) before it is used again.
+KEEP_SMTP_SECONDS = 30
+KEEP_SMTP_BATCHES = 20
 _kept_smtp = threading.local()
 
 
 def _mail_connection():
-    """An open mail backend for a batch: this thread's SMTP connection from its last batch if it
-    goes to the same server and answers a NOOP, else a new one (kept for the next batch)."""
+    """An open mail backend for a batch: this thread's SMTP session from its last batch if it
+    goes to the same server, is young enough and answers an RSET, else a new one."""
     backend = get_connection(fail_silently=False)
     if not isinstance(backend, SMTPBackend):
         backend.open()
@@ -386,17 +394,24 @@ def _mail_connection():
     if kept is not None and _kept_smtp.pid != os.getpid():
         _kept_smtp.backend = kept = None  # the parent's session (forked): not ours to QUIT
     if kept is not None:
-        if _kept_smtp.key == key and kept.connection is not None and _answers(kept.connection):
+        _kept_smtp.batches += 1
+        if (_kept_smtp.key == key and kept.connection is not None
+                and _kept_smtp.batches <= KEEP_SMTP_BATCHES
+                and time.monotonic() - _kept_smtp.used_at <= KEEP_SMTP_SECONDS
+                and _answers(kept.connection)):
             return kept
         _close_mail_connection(kept)
     backend.open()
     _kept_smtp.backend, _kept_smtp.key, _kept_smtp.pid = backend, key, os.getpid()
+    _kept_smtp.batches, _kept_smtp.used_at = 1, time.monotonic()
     return backend
 
 
 def _answers(connection) -> bool:
+    """The session is alive and out of any mail transaction (RSET: NOOP would answer 250 inside
+    one, too)."""
     try:
-        return connection.noop()[0] == 250
+        return connection.rset()[0] == 250
     except OSError:  # smtplib's errors are OSErrors: closed, reset, timed out
         return False
 
@@ -410,7 +425,7 @@ def _close_mail_connection(backend) -> None:
 
 
 def close_mail_connection() -> None:
-    """Close this thread's kept SMTP connection, if any (tests; a worker's closes with it)."""
+    """Close this thread's kept SMTP session, if any (tests; a worker's ends with its process)."""
     kept = getattr(_kept_smtp, "backend", None)
     if kept is not None:
         _close_mail_connection(kept)
@@ -438,9 +453,11 @@ def _commits_without_flush(cursor):
 
 def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backend,
                cursor) -> bool:
-    """Hand off and mark each row; False when the connection was lost on the way."""
+    """Hand off and mark each row; True when every hand-off went through (the session is
+    clean enough to keep)."""
     hand_off = _HandOff(backend)
     mark = _prepare_mark(cursor)
+    clean = True
     for index, row in enumerate(rows):
         lease.keep(rows[index:])
         if row.pk in lease.lost:
@@ -452,6 +469,7 @@ def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backe
                 content, tracking = renderer(row), renderer.tracking(row)
             hand_off(_build(row, address, backend, content))
         except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
+            clean = False
             outcome = classify(error)
             logger.warning("outbox: message %s not sent (%s)", row.pk, outcome.reason)
             if outcome.permanent:
@@ -465,7 +483,7 @@ def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backe
         # Marked before the next hand-off: a crash re-sends at most this one message.
         _mark_sent(cursor, row, address, state, event, tracking, mark)
         result.sent += 1
-    return True
+    return clean
 
 
 def _build(row, address: str, backend, content=None) -> EmailMultiAlternatives:

@@ -5,7 +5,8 @@ only columns no index covers, so PostgreSQL can update the row in place (a HOT u
 index entries) — but only when the page holding the row has room for the new version. With
 pages packed full (the default fillfactor of 100) almost no mark found room: measured, 2% of
 the updates were HOT. Leaving part of each page free when rows are inserted gives the row's
-later versions somewhere to go.
+later versions somewhere to go. It applies to pages written from now on; the pages of an
+existing outbox keep theirs until the table is rewritten (VACUUM FULL, CLUSTER).
 """
 
 from django.db import migrations

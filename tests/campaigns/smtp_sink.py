@@ -54,9 +54,9 @@ class Sink:
 
 
 @contextlib.contextmanager
-def running(sink: Sink):
-    """Serve `sink` on a free port; yields the port."""
-    port = free_port()
+def running(sink: Sink, port: int | None = None):
+    """Serve `sink` on `port` (a free one by default); yields the port."""
+    port = port or free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
     try:

@@ -299,18 +299,40 @@ def test_batches_of_one_thread_share_one_smtp_session_while_the_server_answers(s
     assert server.sessions == 1 and len(server.messages) == 6
 
 
-def test_a_kept_session_the_server_dropped_is_replaced_and_nothing_is_lost(settings):
+def test_a_kept_session_whose_server_restarted_is_replaced_and_nothing_is_lost(settings):
     first_server, second_server = SessionCountingSink(), SessionCountingSink()
     with running(first_server) as port:
         _point_django_at(settings, port)
         assert sender.send_batch([r.pk for r in _messages(2, "a")]).sent == 2
-    # The kept session's server is gone; another answers elsewhere: a new session, all sent.
-    with running(second_server) as port:
-        _point_django_at(settings, port)
+    # The same address, a new server: the kept session is dead; a new one, and all is sent.
+    with running(second_server, port):
         rows = _messages(2, "b")
         assert sender.send_batch([r.pk for r in rows]).sent == 2
     assert second_server.sessions == 1
     assert {m["Message-ID"] for m in second_server.messages} == {r.message_id for r in rows}
+
+
+def test_a_session_is_not_kept_after_a_batch_in_which_a_hand_off_failed(settings):
+    server = SessionCountingSink()
+    with running(server) as port:
+        _point_django_at(settings, port)
+        rows = _messages(2, "a")
+        server.refuse[rows[0].to_address] = "550 No such user"
+        result = sender.send_batch([r.pk for r in rows])
+        assert (result.sent, result.failed) == (1, 1)
+        assert sender.send_batch([r.pk for r in _messages(1, "b")]).sent == 1
+    assert server.sessions == 2
+
+
+def test_a_kept_session_past_its_time_is_replaced(settings, monkeypatch):
+    server = SessionCountingSink()
+    with running(server) as port:
+        _point_django_at(settings, port)
+        assert sender.send_batch([r.pk for r in _messages(1, "a")]).sent == 1
+        monkeypatch.setattr(sender, "KEEP_SMTP_SECONDS", 0)
+        sender._kept_smtp.used_at -= 1
+        assert sender.send_batch([r.pk for r in _messages(1, "b")]).sent == 1
+    assert server.sessions == 2
 
 
 def test_a_kept_session_that_no_longer_answers_is_replaced(settings):
