@@ -116,6 +116,7 @@ def send_batch(message_ids) -> BatchResult:
     with db.cursor() as cursor, _commits_without_flush(cursor):
         lease = _Lease.start()
         rows = _claim(message_ids, lease)
+        _retry_skipped(message_ids, rows, lease, result)
         if not rows:
             return result
         result.campaign_ids = {row.campaign_id for row in rows if row.campaign_id}
@@ -288,6 +289,21 @@ def _claim(message_ids, lease: "_Lease") -> list[EmailMessage]:
         EmailMessage.objects.filter(pk__in=[row.pk for row in rows]).update(
             status=S.SENDING, lease_until=lease.until, updated_at=lease.started)
     return rows
+
+
+def _retry_skipped(message_ids, rows, lease: "_Lease", result: BatchResult) -> None:
+    """Rows the claim skipped because another transaction held them (SKIP LOCKED), and that are
+    still due: an erasure blanking a person's log rows holds them, not only another claimer. No
+    task would come back for them, so this batch asks for a retry in a few seconds; a row
+    another worker was claiming is no longer due by then and the retry leaves it alone."""
+    missing = set(message_ids) - {row.pk for row in rows}
+    if not missing:
+        return
+    skipped = list(EmailMessage.objects.filter(_claimable(lease.started), pk__in=missing)
+                   .values_list("pk", flat=True))  # a plain read: it waits for no lock
+    if skipped:
+        result.retry_ids.extend(skipped)
+        result.retry_in = max(result.retry_in, BUSY_RETRY_SECONDS)
 
 
 def _fresh_decisions(rows) -> tuple[dict, dict]:

@@ -276,6 +276,34 @@ def test_a_server_that_never_answers_times_out_after_email_timeout(settings):
     assert _status(row) == (S.QUEUED, "smtp_connect", 1)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_row_another_transaction_holds_during_the_claim_is_retried_not_stranded(sink):
+    import psycopg2
+    from django.db import connection
+
+    rows = _messages(3)  # committed: their send task ran at once (eager); queue them again
+    EmailMessage.objects.filter(pk__in=[r.pk for r in rows]).update(
+        status=S.QUEUED, sent_at=None, lease_until=None, allowed_by={})
+    held = rows[1]
+    settings_dict = connection.settings_dict
+    other = psycopg2.connect(dbname=settings_dict["NAME"], user=settings_dict["USER"],
+                             host=settings_dict["HOST"], port=settings_dict["PORT"])
+    try:  # as an erasure blanking the person's log rows holds them until it commits
+        with other.cursor() as cursor:
+            cursor.execute("SELECT id FROM campaigns_emailmessage WHERE id = %s FOR UPDATE",
+                           [held.pk])
+        result = sender.send_batch([r.pk for r in rows])
+    finally:
+        other.rollback()
+        other.close()
+    assert result.sent == 2 and result.retry_ids == [held.pk]
+    assert result.retry_in == sender.BUSY_RETRY_SECONDS
+    assert _status(held) == (S.QUEUED, "", 0)
+    assert sender.send_batch(result.retry_ids).sent == 1  # the retry the task schedules
+    # A row another worker has taken by then is not due any more: no retry loop.
+    assert sender.send_batch([held.pk]).retry_ids == []
+
+
 class SessionCountingSink(Sink):
     """Counts SMTP sessions: each client greets with one EHLO per connection."""
 
