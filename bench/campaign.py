@@ -10,11 +10,12 @@ DESIGN.md's targets and issue 7's proof:
    one reused connection each, into the same sink. Target: ours >= 0.8x bare.
 2. The worker's peak memory (parent + pool children, VmRSS from /proc, sampled every 0.25 s)
    for a campaign of --people / 5 and one of --people: it should stay flat as the audience grows.
-3. `materialise(campaign_id)` (the audience fixed as (campaign, person) recipient rows, from
-   which the fan-out later writes outbox rows in chunks) over a list of --materialise people
-   (default 1,000,000) vs a plain `INSERT INTO bench_audience (person_id) SELECT …` of the
-   same ids (the very SELECT materialise runs, Django's SQL of audience.eligible, into a
-   table with one uuid column, no index, no constraint); best of 3 each, interleaved, rows
+3. `materialise(campaign_id)` (the audience fixed as chunks of person ids, packed 16 bytes each
+   in (campaign, seq) rows, from which the fan-out later writes outbox rows chunk by chunk)
+   over a list of --materialise people (default 1,000,000) vs a plain `INSERT INTO
+   bench_audience (person_id) SELECT …` of the same ids (the very SELECT materialise runs,
+   Django's SQL of audience.eligible, into a table with one uuid column, no index, no
+   constraint); best of 3 each, interleaved, rows
    deleted + VACUUM ANALYZE + CHECKPOINT before every run. Target: ours <= 2x. Above that (or
    with --explain), the script prints materialise's plan (EXPLAIN (ANALYZE, BUFFERS), rolled
    back).
@@ -241,11 +242,11 @@ def bench_materialise(people: int, *, explain: bool) -> None:
 
     from campaigns import audience
     from campaigns.campaign_send import materialise
-    from campaigns.models import CampaignRecipient
+    from campaigns.models import AudienceChunk
     from consents.selectors import consent_settings
 
     campaign = plant_campaign("materialise", people)
-    recipients = CampaignRecipient._meta.db_table
+    chunks = AudienceChunk._meta.db_table
     select = audience.eligible(campaign, accepted=consent_settings().opt_in_accepted)
     select_sql, select_params = select.values("pk").order_by().query.sql_with_params()
     bare_sql = f"INSERT INTO bench_audience (person_id) {select_sql}"
@@ -255,15 +256,15 @@ def bench_materialise(people: int, *, explain: bool) -> None:
         print("baseline: " + cursor.mogrify(bare_sql, select_params).decode()
               + "  -- bench_audience: one uuid column, no index, no constraint, logged")
         for attempt in (1, 2, 3):
-            _fresh(cursor, recipients, f"WHERE campaign_id = {campaign.pk}")
+            _fresh(cursor, chunks, f"WHERE campaign_id = {campaign.pk}")
             started = time.perf_counter()
             added = materialise(campaign.pk)
             ours.append(time.perf_counter() - started)
             _fresh(cursor, "bench_audience")
             bare.append(_timed(cursor, bare_sql, select_params))
             copied = cursor.rowcount
-            print(f"materialise run {attempt}: ours {ours[-1]:.2f} s ({added:,} recipient rows) | "
-                  f"bare INSERT … SELECT {bare[-1]:.2f} s ({copied:,} rows)", flush=True)
+            print(f"materialise run {attempt}: ours {ours[-1]:.2f} s ({added:,} people, "
+                  f"chunked) | bare INSERT … SELECT {bare[-1]:.2f} s ({copied:,} rows)", flush=True)
     assert added == copied, (added, copied)
     ratio = min(ours) / min(bare)
     print(f"materialise over {people:,} people, {added:,} eligible (best of 3): ours "
@@ -285,12 +286,12 @@ def _materialise_sql(campaign) -> tuple[str, list]:
             captured.append((sql, list(params)))
         return execute(sql, params, many, context)
 
-    from campaigns.models import CampaignRecipient
+    from campaigns.models import AudienceChunk
 
     with connection.execute_wrapper(capture):
         try:
             with transaction.atomic():
-                CampaignRecipient.objects.filter(campaign=campaign).delete()
+                AudienceChunk.objects.filter(campaign=campaign).delete()
                 materialise(campaign.pk)
                 raise _Rollback
         except _Rollback:
@@ -306,10 +307,10 @@ def explain_materialise(campaign, bare_seconds: float) -> None:
     """Where materialise's time goes: its statement's plan with buffers (rolled back)."""
     import psycopg2
 
-    from campaigns.models import CampaignRecipient
+    from campaigns.models import AudienceChunk
 
     sql, params = _materialise_sql(campaign)
-    table = CampaignRecipient._meta.db_table
+    table = AudienceChunk._meta.db_table
     print(f"\nmaterialise's statement: {sql}")
     raw = psycopg2.connect(os.environ["DATABASE_URL"])
     with raw.cursor() as cursor:
@@ -317,6 +318,7 @@ def explain_materialise(campaign, bare_seconds: float) -> None:
     raw.commit()
     print(f"\nEXPLAIN (ANALYZE, BUFFERS), rolled back; bare baseline {bare_seconds:.2f} s:")
     with raw.cursor() as cursor:
+        cursor.execute("SET work_mem = '256MB'")  # as materialise sets it for its statement
         cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
         for (line,) in cursor.fetchall():
             print("  " + line)

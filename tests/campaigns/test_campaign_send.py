@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 
 from campaigns import audience, campaign_send, sender
 from campaigns.gateway import Kind, Reason
-from campaigns.models import Campaign, EmailMessage, TrackingEvent
+from campaigns.models import AudienceChunk, Campaign, EmailMessage, TrackingEvent
 from campaigns.models import CampaignStatus as C
 from campaigns.models import MessageStatus as S
 from campaigns.optin import Actor, opt_in_change
@@ -124,6 +124,54 @@ def test_starting_twice_adds_nobody_twice():
         campaign_send.materialise(campaign.pk)  # the (campaign, person) key refuses a rerun
     keys = set(_rows(campaign).values_list("idempotency_key", flat=True))
     assert len(keys) == 5 and all(k.startswith(f"campaign:{campaign.pk}:") for k in keys)
+
+
+@pytest.mark.parametrize("vendor", ["postgresql", "sqlite"], ids=["one-statement", "orm"])
+def test_audience_is_fixed_in_ordered_chunks_and_fanned_out_to_one_row_per_person(
+    monkeypatch, vendor
+):
+    monkeypatch.setattr(campaign_send, "AUDIENCE_CHUNK", 2)
+    if vendor != "postgresql":  # the development database's path, run on this one
+        monkeypatch.setattr(campaign_send.connection, "vendor", vendor)
+    people = [_person(f"c{i}@example.org") for i in range(5)]
+    stopped = _person("stopped@example.org")
+    Person.objects.filter(pk=stopped.pk).update(processing_stopped_at=clock.now())
+    campaign = _campaign([_listed(*people, stopped)])
+    campaign_send.campaign_send(campaign=campaign)
+    assert campaign_send.campaign_start(campaign.pk) == 5
+    chunks = list(AudienceChunk.objects.filter(campaign=campaign).order_by("seq"))
+    assert [len(c.people()) for c in chunks] == [2, 2, 1]
+    assert [pk for c in chunks for pk in c.people()] == sorted(p.pk for p in people)
+    assert Campaign.objects.get(pk=campaign.pk).materialised == 5
+    Person.objects.filter(pk=people[3].pk).delete()  # gone before the fan-out: skipped
+    assert campaign_send.fan_out(campaign.pk) == 4
+    assert sorted(_rows(campaign).values_list("person_id", flat=True)) == sorted(
+        p.pk for p in people if p.pk != people[3].pk)
+    assert campaign_send.fan_out(campaign.pk) == 0  # a second run adds nobody
+    assert Campaign.objects.get(pk=campaign.pk).fanned_out_at is not None
+
+
+def test_fan_out_stops_between_chunks_when_the_campaign_is_paused_and_resumes_after(
+    monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(campaign_send, "AUDIENCE_CHUNK", 2)
+    campaign = _campaign([_listed(*[_person(f"p{i}@example.org") for i in range(5)])])
+    campaign_send.campaign_send(campaign=campaign)
+    campaign_send.campaign_start(campaign.pk)
+    real_dispatch, calls = campaign_send.dispatch, []
+
+    def pause_after_the_first_chunk(ids):
+        real_dispatch(ids)
+        calls.append(ids)
+        if len(calls) == 1:
+            Campaign.objects.filter(pk=campaign.pk).update(status=C.PAUSED)
+
+    monkeypatch.setattr(campaign_send, "dispatch", pause_after_the_first_chunk)
+    assert campaign_send.fan_out(campaign.pk) == 2
+    assert Campaign.objects.get(pk=campaign.pk).fanned_out_at is None
+    Campaign.objects.filter(pk=campaign.pk).update(status=C.SENDING)
+    assert campaign_send.fan_out(campaign.pk) == 3
+    assert _rows(campaign).count() == 5
 
 
 def test_merge_fields_render_as_text_not_as_template_code_or_markup():
