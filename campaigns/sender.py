@@ -2,7 +2,8 @@
 allowed message to SMTP over one connection, and record what happened to every row.
 
 Crash safety rests on the rows, not the broker. A claim is a lease (SENDING until
-`lease_until`); each row is marked right after its hand-off (its `sent_at`), so a worker killed
+`lease_until`); each row is marked right after its hand-off (its `sent_at`; the next message is
+committed to SMTP only once that mark has committed: campaigns.handoff), so a worker killed
 mid-batch leaves only the message in flight unmarked. The sweeper (`requeue_stuck`) puts rows
 whose lease ran out back in the queue, and finishes those marked sent: nothing is lost, and at
 most that one message goes twice. The per-message mark writes only columns no index covers, so
@@ -21,10 +22,8 @@ tried again a few seconds later.
 """
 
 import contextlib
-import json
 import logging
 import os
-import re
 import smtplib
 import threading
 import time
@@ -36,7 +35,6 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
-from django.core.mail.message import sanitize_address
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db import connection as db
 from django.db.models import OuterRef, Q, Subquery
@@ -48,9 +46,9 @@ from crm.models import Person
 
 from . import campaign_mail, gateway
 from .campaign_send import CANCELLED_REASON
+from .handoff import HandOff, marks_for
 from .models import CampaignStatus, EmailMessage
 from .models import MessageStatus as S
-from .wire import direct_wire, wire_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +59,7 @@ SWEEP_MAX_BATCHES = 100  # per sweep: a huge backlog is drained over several swe
 _FIELDS = ("id", "person_id", "kind", "to_address", "subject", "body_text", "body_html",
            "headers", "message_id", "in_reply_to", "attempts", "campaign_id", "template")
 BUSY_RETRY_SECONDS = 2  # a person whose row is being changed: their message waits this long
+_OUTBOX = EmailMessage._meta.db_table
 
 
 @dataclass
@@ -471,34 +470,43 @@ def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backe
                cursor) -> bool:
     """Hand off and mark each row; True when every hand-off went through (the session is
     clean enough to keep)."""
-    hand_off = _HandOff(backend)
-    mark = _prepare_mark(cursor)
+    hand_off = HandOff(backend)
+    marks = marks_for(cursor, hand_off)
     clean = True
-    for index, row in enumerate(rows):
-        lease.keep(rows[index:])
-        if row.pk in lease.lost:
-            continue
-        address, state, event = people[row.person_id]
-        try:
-            content, tracking = None, None
-            if row.template == campaign_mail.TEMPLATE:
-                content, tracking = renderer(row), renderer.tracking(row)
-            hand_off(_build(row, address, backend, content))
-        except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
-            clean = False
-            outcome = classify(error)
-            logger.warning("outbox: message %s not sent (%s)", row.pk, outcome.reason)
-            if outcome.permanent:
-                _fail(row, outcome.reason, result)
-            else:
-                _retry_later(row, outcome.reason, result)
-            if outcome.connection_lost:
-                _release(rows[index + 1:], result)
-                return False
-            continue
-        # Marked before the next hand-off: a crash re-sends at most this one message.
-        _mark_sent(cursor, row, address, state, event, tracking, mark)
-        result.sent += 1
+    try:
+        for index, row in enumerate(rows):
+            lease.keep(rows[index:])
+            if row.pk in lease.lost:
+                continue
+            address, state, event = people[row.person_id]
+            try:
+                content, tracking = None, None
+                if row.template == campaign_mail.TEMPLATE:
+                    content, tracking = renderer(row), renderer.tracking(row)
+                # The previous message's mark commits before this one is committed to SMTP: a
+                # crash re-sends at most one message.
+                hand_off(_build(row, address, backend, content), before_commit=marks.settle)
+            except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
+                if marks.broken:  # a mark did not land: the batch stops, as it always did
+                    raise
+                marks.settle()
+                clean = False
+                outcome = classify(error)
+                logger.warning("outbox: message %s not sent (%s)", row.pk, outcome.reason)
+                if outcome.permanent:
+                    _fail(row, outcome.reason, result)
+                else:
+                    _retry_later(row, outcome.reason, result)
+                if outcome.connection_lost:
+                    _release(rows[index + 1:], result)
+                    return False
+                continue
+            marks.start(row, address, state, event, tracking)
+            result.sent += 1
+        marks.settle()
+    except BaseException:
+        marks.abandon()
+        raise
     return clean
 
 
@@ -518,93 +526,6 @@ def _build(row, address: str, backend, content=None) -> EmailMultiAlternatives:
     if html:
         message.attach_alternative(html, "text/html")
     return message
-
-
-# An address sanitize_address() would return unchanged: ASCII, no display name, nothing to quote.
-_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+\Z")
-
-
-class _HandOff:
-    """Hand one built message to the batch's backend.
-
-    Over Django's SMTP backend this does what its send_messages() does for one message, less
-    two costs that bench/send_throughput.py measured at about a quarter of a worker's CPU per
-    message: parsing the same From address again for every message (and the recipient, when it
-    is a plain ASCII address that the parser would return unchanged), and the generator's search
-    of the body for a clash with a random MIME boundary (it compiles a new regex each time; a
-    fresh uuid4 boundary cannot clash); and, for the usual shape of message, building the
-    `email.message` tree at all (`wire.direct_wire` lays out the same bytes). Any other backend
-    (locmem in tests, the development mailbox) gets its own send_messages().
-    """
-
-    def __init__(self, backend):
-        self.backend = backend
-        self.smtp = isinstance(backend, SMTPBackend) and backend.connection is not None
-        self.encoding = settings.DEFAULT_CHARSET
-        self.envelope_from = (sanitize_address(settings.DEFAULT_FROM_EMAIL, self.encoding)
-                              if self.smtp else None)
-        self.headers: dict = {}  # laid-out headers, for this batch only (they hold addresses)
-
-    def __call__(self, message: EmailMultiAlternatives) -> None:
-        if not self.smtp or message.encoding or message.from_email != settings.DEFAULT_FROM_EMAIL:
-            self.backend.send_messages([message])
-            return
-        recipients = [to if _PLAIN_ADDRESS.match(to) else sanitize_address(to, self.encoding)
-                      for to in message.recipients()]
-        # Random (104 bits: no body holds it), and short enough that the Content-Type header
-        # fits on one line (the policy's fast path).
-        boundary = f"=_{uuid.uuid4().hex[:26]}_="
-        data = direct_wire(message, boundary, self.headers)
-        if data is None:
-            mime = message.message()
-            if mime.is_multipart():
-                mime.set_boundary(boundary)
-            data = wire_bytes(mime)
-        self.backend.connection.sendmail(self.envelope_from, recipients, data)
-
-
-# The address is recorded only while the person is not erased: an erasure that committed
-# after this batch read the address (and blanked the log) must not have it written back.
-_OUTBOX, _PEOPLE = EmailMessage._meta.db_table, Person._meta.db_table
-# Only columns no index covers: PostgreSQL can then update the row in place (HOT), with no new
-# entry in any of the outbox's indexes. The status follows for the whole batch (_finalise_sent).
-_MARK_SENT = (  # the table names are ours; every value is a parameter
-    f"UPDATE {_OUTBOX} SET sent_at = %s, "  # noqa: S608
-    # The address as enqueued (the usual case) is kept without looking the person up.
-    f"to_address = CASE WHEN {_OUTBOX}.to_address = %s THEN {_OUTBOX}.to_address "
-    f"WHEN EXISTS (SELECT 1 FROM {_PEOPLE} WHERE {_PEOPLE}.id = "
-    f"{_OUTBOX}.person_id AND {_PEOPLE}.erased_at IS NULL) THEN %s ELSE '' END, "
-    "allowed_by = %s, updated_at = %s WHERE id = %s")
-# On PostgreSQL the same statement is prepared once per connection: parsing and planning it for
-# every message cost the server more than running it.
-_MARK_NAME = "consenso_mark_sent_2"  # a new name whenever the statement changes
-_MARK_PREPARE = (f"PREPARE {_MARK_NAME} (timestamptz, varchar, varchar, jsonb, timestamptz, "
-                 "bigint) AS " + _MARK_SENT.replace("%s", "${}").format(1, 2, 3, 4, 5, 6))
-_MARK_EXECUTE = f"EXECUTE {_MARK_NAME} (%s, %s, %s, %s, %s, %s)"
-
-
-def _prepare_mark(cursor) -> str:
-    """The mark's SQL for this batch: on PostgreSQL the prepared statement, prepared first if
-    this session does not have it (one lookup per batch; a rolled-back PREPARE is gone)."""
-    if db.vendor != "postgresql":
-        return _MARK_SENT
-    cursor.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [_MARK_NAME])
-    if cursor.fetchone() is None:
-        cursor.execute(_MARK_PREPARE)
-    return _MARK_EXECUTE
-
-
-def _mark_sent(cursor, row, address: str, state: str, event, tracking: str | None = None,
-               statement: str = _MARK_SENT) -> None:
-    """Record what allowed the message (and, for a campaign, whether it was tracked).
-    Once per message, between two hand-offs: plain SQL, as building the ORM's UPDATE cost more
-    than running it."""
-    now = clock.now()
-    proof = {"opt_in": state, "event": event, "reason": gateway.Reason.ELIGIBLE}
-    if tracking:
-        proof["tracking"] = tracking
-    proof = json.dumps(proof)
-    cursor.execute(statement, [now, address, address, proof, now, row.pk])
 
 
 def _finalise_sent(rows) -> None:

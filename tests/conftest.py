@@ -107,13 +107,15 @@ def admin_api(admin_user_):
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _close_the_senders_lock_connection(django_db_setup):
-    """The sender share-locks a batch's people on a second connection of its own: close it
-    before the test database is dropped (an open session would keep it from being dropped)."""
+def _close_the_senders_own_connections(django_db_setup):
+    """The sender share-locks a batch's people on a second connection of its own, and marks
+    messages sent on a third: close them before the test database is dropped (an open session
+    would keep it from being dropped)."""
     yield
-    from campaigns import sender
+    from campaigns import handoff, sender
 
     sender.close_lock_connections()
+    handoff.close_mark_connections()
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils.html import escape
 
-from campaigns import emails, sender
+from campaigns import emails, handoff, sender
 from campaigns.gateway import Kind, Reason
 from campaigns.models import EmailMessage
 from campaigns.models import MessageStatus as S
@@ -147,7 +147,7 @@ def test_an_erasure_committed_mid_batch_keeps_the_address_out_of_the_sent_log(si
     EmailMessage.objects.filter(pk__in=[kept.pk, erased.pk]).update(status=S.SENDING)
     with connection.cursor() as cursor:
         for row in (kept, erased):
-            sender._mark_sent(cursor, row, "read.before@example.org", "none", None)
+            handoff.mark_sent(cursor, row, "read.before@example.org", "none", None)
     sender._finalise_sent([kept, erased])
     kept.refresh_from_db()
     erased.refresh_from_db()
@@ -396,7 +396,7 @@ def test_sweeper_finishes_a_row_handed_off_and_marked_by_a_worker_that_died_befo
     lease = sender._Lease.start()
     claimed = sender._claim([row.pk], lease)
     with connection.cursor() as cursor:  # handed to SMTP and marked; then the worker dies
-        sender._mark_sent(cursor, claimed[0], row.to_address, "none", None)
+        handoff.mark_sent(cursor, claimed[0], row.to_address, "none", None)
     assert _status(row)[0] == S.SENDING
     later = clock.now() + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS + 1)
     with clock.frozen(later):

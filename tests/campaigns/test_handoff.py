@@ -1,4 +1,4 @@
-"""The sender's own hand-off to SMTP (campaigns.sender._HandOff): over Django's SMTP backend it
+"""The sender's own hand-off to SMTP (campaigns.handoff.HandOff): over Django's SMTP backend it
 builds and sends the message itself (the From address parsed once per batch, a fresh MIME
 boundary); what arrives must be what Django's send_messages() would have sent."""
 
@@ -8,7 +8,7 @@ from email.policy import default
 import pytest
 from django.core.mail import EmailMultiAlternatives, get_connection
 
-from campaigns import sender, wire
+from campaigns import handoff, wire
 from tests.campaigns.smtp_sink import Sink, running
 
 pytestmark = pytest.mark.django_db
@@ -52,7 +52,7 @@ def _hand_off_both_ways(smtp, message_factory):
     backend = get_connection(fail_silently=False)
     backend.open()
     try:
-        hand_off = sender._HandOff(backend)
+        hand_off = handoff.HandOff(backend)
         assert hand_off.smtp  # the path under test
         hand_off(message_factory())
         backend.send_messages([message_factory()])
@@ -89,7 +89,7 @@ def test_other_backends_get_their_own_send_messages(settings):
     from django.core import mail
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    hand_off = sender._HandOff(get_connection())
+    hand_off = handoff.HandOff(get_connection())
     assert not hand_off.smtp
     hand_off(_message("anna@example.org"))
     assert mail.outbox[-1].to == ["anna@example.org"]
