@@ -1,15 +1,22 @@
 """The sender's own hand-off to SMTP (campaigns.handoff.HandOff): over Django's SMTP backend it
 builds and sends the message itself (the From address parsed once per batch, a fresh MIME
-boundary); what arrives must be what Django's send_messages() would have sent."""
+boundary); what arrives must be what Django's send_messages() would have sent. And the mark
+that follows each hand-off: committed before the next message is, on a connection of its own."""
 
 import email
 from email.policy import default
 
+import psycopg2
 import pytest
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import DatabaseError, connection
+from django.test.utils import CaptureQueriesContext
 
-from campaigns import handoff, wire
+from campaigns import handoff, sender, wire
+from campaigns.models import EmailMessage
+from campaigns.models import MessageStatus as S
 from tests.campaigns.smtp_sink import Sink, running
+from tests.campaigns.test_outbox import _messages, _point_django_at, _status
 
 pytestmark = pytest.mark.django_db
 
@@ -106,3 +113,86 @@ def test_wire_bytes_are_what_django_would_put_on_the_wire(subject):
     mime = message.message()
     mime.set_boundary("===============fixed==")
     assert wire.wire_bytes(mime) == mime.as_bytes(linesep="\r\n")
+
+
+# --- the mark that follows each hand-off -----------------------------------------------------
+
+class MarkWatchingSink(Sink):
+    """Reads, as each message's DATA arrives, which outbox rows are marked sent (on a database
+    connection of its own: what a crash would leave behind at that moment)."""
+
+    def __init__(self):
+        super().__init__()
+        self.marked_on_arrival: list[set] = []
+        self.database = connection.get_connection_params()  # the test database's
+        self.database.pop("cursor_factory", None)
+
+    async def handle_DATA(self, server, session, envelope):
+        with psycopg2.connect(**self.database) as db, db.cursor() as cursor:
+            cursor.execute("SELECT message_id FROM campaigns_emailmessage "
+                           "WHERE sent_at IS NOT NULL")
+            self.marked_on_arrival.append({row[0] for row in cursor.fetchall()})
+        db.close()
+        return await super().handle_DATA(server, session, envelope)
+
+
+def _committed_messages(n, tag, sink) -> list:
+    """`n` outbox rows, committed; their send task ran at once (eager): queue them again and
+    forget what the sink saw of it."""
+    rows = _messages(n, tag=tag)
+    EmailMessage.objects.filter(pk__in=[r.pk for r in rows]).update(
+        status=S.QUEUED, sent_at=None, lease_until=None, allowed_by={})
+    sink.messages.clear()
+    sink.arrived.clear()
+    sink.marked_on_arrival.clear()
+    return rows
+
+
+@pytest.fixture
+def watching_sink(settings):
+    server = MarkWatchingSink()
+    with running(server) as port:
+        _point_django_at(settings, port)
+        yield server
+
+
+@pytest.mark.django_db(transaction=True)
+def test_each_message_reaches_smtp_only_after_the_previous_ones_mark_committed(
+    watching_sink, monkeypatch
+):
+    rows = _committed_messages(6, "pipelined", watching_sink)
+    # Slow marks (50 ms each, longer than a message's envelope takes): were the next message not
+    # waiting for the previous mark, it would arrive first.
+    monkeypatch.setattr(handoff, "_MARK_EXECUTE", "SELECT pg_sleep(0.05); " + handoff._MARK_EXECUTE)
+    with CaptureQueriesContext(connection) as queries:
+        result = sender.send_batch([row.pk for row in rows])
+    assert result.sent == 6
+    arrived = watching_sink.message_ids()
+    assert sorted(arrived) == sorted(row.message_id for row in rows)
+    for index, marked in enumerate(watching_sink.marked_on_arrival):
+        assert marked == set(arrived[:index])  # every earlier one marked, this one not yet
+    # The marks went on the mark connection, overlapping the next envelope: none on the batch's.
+    assert not [q for q in queries.captured_queries if "mark_sent" in q["sql"]]
+    assert {_status(row)[0] for row in rows} == {S.SENT}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mark_that_fails_stops_the_batch_before_the_next_message_is_committed(
+    watching_sink, monkeypatch
+):
+    rows = _committed_messages(4, "broken-mark", watching_sink)
+    monkeypatch.setattr(handoff, "_MARK_EXECUTE",
+                        "EXECUTE consenso_no_such_statement (%s, %s, %s, %s, %s, %s)")
+    with pytest.raises(DatabaseError):
+        sender.send_batch([row.pk for row in rows])
+    # The first went and its mark failed: the second's content never went, the rest never
+    # started. All four wait in SENDING for the sweeper; the first is the one that can go twice.
+    assert len(watching_sink.messages) == 1
+    assert {_status(row)[0] for row in rows} == {S.SENDING}
+    assert not EmailMessage.objects.filter(pk__in=[r.pk for r in rows],
+                                           sent_at__isnull=False).exists()
+    monkeypatch.undo()
+    # A new mark connection: sending goes on.
+    again = _committed_messages(2, "after-broken-mark", watching_sink)
+    assert sender.send_batch([row.pk for row in again]).sent == 2
+    assert {_status(row)[0] for row in again} == {S.SENT}
