@@ -17,6 +17,7 @@ building the `email.message` tree at all (`wire.direct_wire` lays out the same b
 """
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -62,10 +63,12 @@ class HandOff:
                               if self.smtp else None)
         self.headers: dict = {}  # laid-out headers, for this batch only (they hold addresses)
 
-    def __call__(self, message: EmailMultiAlternatives, before_commit=_nothing) -> None:
+    def __call__(self, message: EmailMultiAlternatives, before_commit=_nothing):
+        """Send `message`; returns what reads the server's answer to it (raising as smtplib
+        would), to be called before anything else goes over the connection."""
         if not self.smtp or message.encoding or message.from_email != settings.DEFAULT_FROM_EMAIL:
             self.backend.send_messages([message])
-            return
+            return _nothing
         recipients = [f"<{to}>" if _PLAIN_ADDRESS.match(to)
                       else smtplib.quoteaddr(sanitize_address(to, self.encoding))
                       for to in message.recipients()]
@@ -80,12 +83,14 @@ class HandOff:
             data = wire_bytes(mime)
         _transaction(self.backend.connection, self.envelope_from, recipients, data,
                      before_commit)
+        return functools.partial(_final_reply, self.backend.connection)
 
 
 def _transaction(smtp: smtplib.SMTP, sender: str, recipients: list, data: bytes,
-                 before_commit) -> dict:
-    """smtplib's sendmail() for addresses already quoted, with the same replies, errors and
-    resets, and `before_commit()` called before the final "."."""
+                 before_commit) -> None:
+    """smtplib's sendmail() for addresses already quoted, up to the final "." (its reply is
+    _final_reply's), with the same replies, errors and resets, and `before_commit()` called
+    before the content goes."""
     smtp.ehlo_or_helo_if_needed()
     size = f" size={len(data)}" if smtp.does_esmtp and smtp.has_extn("size") else ""
     smtp.putcmd("mail", f"FROM:{sender}{size}")
@@ -118,11 +123,14 @@ def _transaction(smtp: smtplib.SMTP, sender: str, recipients: list, data: bytes,
     # would wait for the server's delayed ACK (Nagle), ~40 ms a message.
     content = _LEADING_DOT.sub(b"..", data)
     smtp.send(content + (b".\r\n" if content.endswith(b"\r\n") else b"\r\n.\r\n"))
+
+
+def _final_reply(smtp: smtplib.SMTP) -> None:
+    """The server's answer to a message's final ".": 250, it has taken the message."""
     code, reply = smtp.getreply()
     if code != 250:
         _abort(smtp, code)
         raise smtplib.SMTPDataError(code, reply)
-    return refused
 
 
 def _abort(smtp: smtplib.SMTP, code: int) -> None:

@@ -469,40 +469,73 @@ def _commits_without_flush(cursor):
 def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backend,
                cursor) -> bool:
     """Hand off and mark each row; True when every hand-off went through (the session is
-    clean enough to keep)."""
+    clean enough to keep).
+
+    Each message is built while the server is still taking the one before (the reply to its
+    final "." is read after the build): the build's CPU overlaps the server's work instead of
+    waiting for it. The previous message's mark commits before this one is committed to SMTP
+    (campaigns.handoff): a crash re-sends at most one message."""
     hand_off = HandOff(backend)
     marks = marks_for(cursor, hand_off)
-    clean = True
+    clean, in_flight = True, None  # in flight: (row, its mark's values, reads its reply)
+
+    def failed(row, error) -> bool:
+        """Record why `row` did not go; False when the connection is gone."""
+        nonlocal clean
+        if marks.broken:  # a mark did not land: the batch stops, as it always did
+            raise error
+        marks.settle()
+        clean = False
+        outcome = classify(error)
+        logger.warning("outbox: message %s not sent (%s)", row.pk, outcome.reason)
+        if outcome.permanent:
+            _fail(row, outcome.reason, result)
+        else:
+            _retry_later(row, outcome.reason, result)
+        return not outcome.connection_lost
+
+    def land(sent) -> bool:
+        """The reply to the message in flight: marked sent, or recorded as not sent."""
+        row, mark, read_reply = sent
+        try:
+            read_reply()
+        except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
+            return failed(row, error)
+        marks.start(row, *mark)
+        result.sent += 1
+        return True
+
     try:
         for index, row in enumerate(rows):
             lease.keep(rows[index:])
             if row.pk in lease.lost:
                 continue
             address, state, event = people[row.person_id]
+            message, tracking, error = None, None, None
             try:
-                content, tracking = None, None
+                content = None
                 if row.template == campaign_mail.TEMPLATE:
                     content, tracking = renderer(row), renderer.tracking(row)
-                # The previous message's mark commits before this one is committed to SMTP: a
-                # crash re-sends at most one message.
-                hand_off(_build(row, address, backend, content), before_commit=marks.settle)
-            except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
-                if marks.broken:  # a mark did not land: the batch stops, as it always did
-                    raise
-                marks.settle()
-                clean = False
-                outcome = classify(error)
-                logger.warning("outbox: message %s not sent (%s)", row.pk, outcome.reason)
-                if outcome.permanent:
-                    _fail(row, outcome.reason, result)
-                else:
-                    _retry_later(row, outcome.reason, result)
-                if outcome.connection_lost:
+                message = _build(row, address, backend, content)
+            except Exception as build_error:  # noqa: BLE001 - recorded below, as a send error
+                error = build_error
+            sent, in_flight = in_flight, None
+            if sent is not None and not land(sent):
+                _release(rows[index:], result)
+                return False
+            try:
+                if error is not None:
+                    raise error
+                read_reply = hand_off(message, before_commit=marks.settle)
+            except Exception as send_error:  # noqa: BLE001 - classified: retried, failed or both
+                if not failed(row, send_error):
                     _release(rows[index + 1:], result)
                     return False
                 continue
-            marks.start(row, address, state, event, tracking)
-            result.sent += 1
+            in_flight = (row, (address, state, event, tracking), read_reply)
+        sent, in_flight = in_flight, None
+        if sent is not None:
+            land(sent)
         marks.settle()
     except BaseException:
         marks.abandon()

@@ -61,7 +61,7 @@ def _hand_off_both_ways(smtp, message_factory):
     try:
         hand_off = handoff.HandOff(backend)
         assert hand_off.smtp  # the path under test
-        hand_off(message_factory())
+        hand_off(message_factory())()
         backend.send_messages([message_factory()])
     finally:
         backend.close()
