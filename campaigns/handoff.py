@@ -37,7 +37,7 @@ from config import clock
 from crm.models import Person
 
 from . import gateway
-from .models import EmailMessage
+from .models import EmailMessage, MessageStatus
 from .wire import direct_wire, wire_bytes
 
 # An address sanitize_address() would return unchanged: ASCII, no display name, nothing to quote.
@@ -144,20 +144,24 @@ def _abort(smtp: smtplib.SMTP, code: int) -> None:
 
 # -- the mark ---------------------------------------------------------------------------------
 # The address is recorded only while the person is not erased: an erasure that committed
-# after this batch read the address (and blanked the log) must not have it written back.
+# after this batch read the address (and blanked the log) must not have it written back. The row
+# turns SENT with its mark, unless something else changed its state since the claim (it keeps
+# that state, and the record of its hand-off).
 _OUTBOX, _PEOPLE = EmailMessage._meta.db_table, Person._meta.db_table
-# Only columns no index covers: PostgreSQL can then update the row in place (HOT), with no new
-# entry in any of the outbox's indexes. The status follows for the whole batch (_finalise_sent).
-MARK_SENT = (  # the table names are ours; every value is a parameter
+_WAS_CLAIMED = f"{_OUTBOX}.status = '{MessageStatus.SENDING}'"
+MARK_SENT = (  # the table names and states are ours; every value is a parameter
     f"UPDATE {_OUTBOX} SET sent_at = %s, "  # noqa: S608
     # The address as enqueued (the usual case) is kept without looking the person up.
     f"to_address = CASE WHEN {_OUTBOX}.to_address = %s THEN {_OUTBOX}.to_address "
     f"WHEN EXISTS (SELECT 1 FROM {_PEOPLE} WHERE {_PEOPLE}.id = "
     f"{_OUTBOX}.person_id AND {_PEOPLE}.erased_at IS NULL) THEN %s ELSE '' END, "
+    f"status = CASE WHEN {_WAS_CLAIMED} THEN '{MessageStatus.SENT}' ELSE {_OUTBOX}.status END, "
+    f"reason = CASE WHEN {_WAS_CLAIMED} THEN '' ELSE {_OUTBOX}.reason END, "
+    f"lease_until = CASE WHEN {_WAS_CLAIMED} THEN NULL ELSE {_OUTBOX}.lease_until END, "
     "allowed_by = %s, updated_at = %s WHERE id = %s")
 # On PostgreSQL the same statement is prepared once per connection: parsing and planning it for
 # every message cost the server more than running it.
-_MARK_NAME = "consenso_mark_sent_2"  # a new name whenever the statement changes
+_MARK_NAME = "consenso_mark_sent_3"  # a new name whenever the statement changes
 _MARK_PREPARE = (f"PREPARE {_MARK_NAME} (timestamptz, varchar, varchar, jsonb, timestamptz, "
                  "bigint) AS " + MARK_SENT.replace("%s", "${}").format(1, 2, 3, 4, 5, 6))
 _MARK_EXECUTE = f"EXECUTE {_MARK_NAME} (%s, %s, %s, %s, %s, %s)"

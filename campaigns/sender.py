@@ -5,10 +5,9 @@ Crash safety rests on the rows, not the broker. A claim is a lease (SENDING unti
 `lease_until`); each row is marked right after its hand-off (its `sent_at`; the next message is
 committed to SMTP only once that mark has committed: campaigns.handoff), so a worker killed
 mid-batch leaves only the message in flight unmarked. The sweeper (`requeue_stuck`) puts rows
-whose lease ran out back in the queue, and finishes those marked sent: nothing is lost, and at
-most that one message goes twice. The per-message mark writes only columns no index covers, so
-PostgreSQL updates the row in place (a HOT update); the indexed status turns SENT for the whole
-batch in one statement at its end.
+whose lease ran out back in the queue: nothing is lost, and at most that one message goes
+twice. The mark also turns the row SENT (one statement per message; it commits while the next
+message's envelope goes to SMTP, so it costs no wait).
 
 No change a person makes can miss a batch: before the gateway's re-check, the batch takes a
 share lock on its people's rows (on a second connection, held until the batch's last hand-off),
@@ -125,11 +124,8 @@ def send_batch(message_ids) -> BatchResult:
             allowed = _release_busy(allowed, busy, result)
             renderer = campaign_mail.BatchRenderer(allowed)
             allowed = _campaign_gate(allowed, renderer, result)
-            try:
-                if allowed:
-                    _deliver(allowed, people, renderer, lease, result, cursor)
-            finally:
-                _finalise_sent(allowed)
+            if allowed:
+                _deliver(allowed, people, renderer, lease, result, cursor)
     return result
 
 
@@ -561,14 +557,6 @@ def _build(row, address: str, backend, content=None) -> EmailMultiAlternatives:
     return message
 
 
-def _finalise_sent(rows) -> None:
-    """The rows of this batch marked sent become SENT (one statement for the batch)."""
-    if rows:
-        EmailMessage.objects.filter(pk__in=[row.pk for row in rows], status=S.SENDING,
-                                    sent_at__isnull=False).update(
-            status=S.SENT, reason="", lease_until=None)
-
-
 def _fail(row, reason: str, result: BatchResult, *, attempts: int | None = None) -> None:
     EmailMessage.objects.filter(pk=row.pk).update(
         status=S.FAILED, reason=reason, lease_until=None, updated_at=clock.now(),
@@ -608,7 +596,8 @@ def requeue_stuck(batch_size: int | None = None):
     size = batch_size or settings.OUTBOX_BATCH_SIZE
     now = clock.now()
     lease = timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
-    # Handed off before the worker died, not yet finalised: sent, not stuck.
+    # Marked by a version that turned rows SENT at the end of their batch, which a worker did
+    # not reach: sent, not stuck.
     EmailMessage.objects.filter(status=S.SENDING, lease_until__lt=now,
                                 sent_at__isnull=False).update(status=S.SENT, lease_until=None)
     stuck = (Q(status=S.QUEUED, lease_until__lt=now - lease)

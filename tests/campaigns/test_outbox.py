@@ -148,7 +148,6 @@ def test_an_erasure_committed_mid_batch_keeps_the_address_out_of_the_sent_log(si
     with connection.cursor() as cursor:
         for row in (kept, erased):
             handoff.mark_sent(cursor, row, "read.before@example.org", "none", None)
-    sender._finalise_sent([kept, erased])
     kept.refresh_from_db()
     erased.refresh_from_db()
     assert (kept.status, kept.to_address) == (S.SENT, "read.before@example.org")
@@ -390,17 +389,42 @@ def test_sweeper_resends_a_row_whose_worker_died_once_its_lease_ran_out(sink, se
     assert sink.message_ids() == [row.message_id]
 
 
-def test_sweeper_finishes_a_row_handed_off_and_marked_by_a_worker_that_died_before_its_batch_end(
-        sink, settings):
+def test_a_row_marked_by_a_worker_that_then_died_is_sent_and_never_claimed_again(sink, settings):
     row, = _messages(1)
     lease = sender._Lease.start()
     claimed = sender._claim([row.pk], lease)
     with connection.cursor() as cursor:  # handed to SMTP and marked; then the worker dies
         handoff.mark_sent(cursor, claimed[0], row.to_address, "none", None)
-    assert _status(row)[0] == S.SENDING
+    assert _status(row)[0] == S.SENT  # the mark itself makes it SENT
     later = clock.now() + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS + 1)
     with clock.frozen(later):
         assert sender.send_batch([row.pk]).sent == 0  # never claimed again: it went
+        assert list(sender.requeue_stuck()) == []
+    assert _status(row)[0] == S.SENT
+    assert sink.message_ids() == []
+
+
+def test_the_mark_turns_only_a_claimed_row_sent(sink):
+    claimed, changed = _messages(2, tag="mark-state")
+    rows = sender._claim([claimed.pk, changed.pk], sender._Lease.start())
+    EmailMessage.objects.filter(pk=changed.pk).update(status=S.SUPPRESSED, reason="erased")
+    with connection.cursor() as cursor:
+        for row in rows:
+            handoff.mark_sent(cursor, row, row.to_address, "none", None)
+    assert _status(claimed)[:2] == (S.SENT, "")
+    assert _status(changed)[:2] == (S.SUPPRESSED, "erased")  # its state kept; the hand-off
+    assert EmailMessage.objects.get(pk=changed.pk).sent_at is not None  # recorded all the same
+
+
+def test_sweeper_finishes_a_row_an_earlier_version_marked_but_left_sending(sink, settings):
+    """Before the mark turned rows SENT, a batch did so at its end: a worker that died first
+    left its marked rows SENDING."""
+    row, = _messages(1)
+    EmailMessage.objects.filter(pk=row.pk).update(
+        status=S.SENDING, sent_at=clock.now(), lease_until=clock.now())
+    later = clock.now() + timedelta(seconds=settings.OUTBOX_LEASE_SECONDS + 1)
+    with clock.frozen(later):
+        assert sender.send_batch([row.pk]).sent == 0
         assert list(sender.requeue_stuck()) == []
     assert _status(row)[0] == S.SENT
     assert sink.message_ids() == []
