@@ -1,8 +1,8 @@
 """Handing a batch's messages to SMTP, and marking each one handed off (campaigns.sender).
 
-Each message is marked (its `sent_at` and what allowed it) after the server took it and before
-the next one is committed to the server, so a worker killed mid-batch leaves at most one
-message handed off but unmarked: the only one that can go twice. Waiting for each mark cost a
+Each message is marked (its `sent_at`, what allowed it, status SENT) after the server took it
+and before the next one is committed to the server, so a worker killed mid-batch leaves at most
+one message handed off but unmarked: the only one that can go twice. Waiting for each mark cost a
 round trip to PostgreSQL per message (~0.3 ms of a sending process's ~2.5 ms per message in
 bench/campaign.py). Over SMTP, the mark of message k now runs on a connection of its own while
 message k+1's envelope goes to the server (MAIL, RCPT, DATA: three round trips); its content
@@ -31,6 +31,7 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.core.mail.message import sanitize_address
+from django.db import DatabaseError
 from django.db import connection as db
 
 from config import clock
@@ -67,6 +68,7 @@ class HandOff:
         """Send `message`; returns what reads the server's answer to it (raising as smtplib
         would), to be called before anything else goes over the connection."""
         if not self.smtp or message.encoding or message.from_email != settings.DEFAULT_FROM_EMAIL:
+            before_commit()  # this path commits the message too
             self.backend.send_messages([message])
             return _nothing
         recipients = [f"<{to}>" if _PLAIN_ADDRESS.match(to)
@@ -113,6 +115,7 @@ def _transaction(smtp: smtplib.SMTP, sender: str, recipients: list, data: bytes,
     smtp.putcmd("data")
     code, reply = smtp.getreply()
     if code != 354:
+        _abort(smtp, code)  # no transaction left open for the next message
         raise smtplib.SMTPDataError(code, reply)
     try:
         before_commit()
@@ -223,6 +226,14 @@ class _PipelinedMarks:
         self.cursor = self.connection.cursor()  # kept: psycopg2 polls through it
         self.pending = False
         self.broken = False
+        try:  # one round trip per batch: a connection that died idle fails here, not mid-batch
+            with db.wrap_database_errors:
+                self.cursor.execute("SELECT 1")
+                _wait(self.connection)
+        except DatabaseError:
+            _close_mark_connection()
+            self.connection = _mark_connection()  # once; should this fail too, the batch does
+            self.cursor = self.connection.cursor()
 
     def start(self, row, address: str, state: str, event, tracking=None) -> None:
         self.settle()
@@ -256,6 +267,7 @@ class _PipelinedMarks:
             _close_mark_connection()
 
 
+MARK_TIMEOUT_SECONDS = 30  # to connect, or for one mark: far beyond what either takes
 # One mark connection per thread (a development server sends from its request threads), opened
 # by the process that uses it (a forked worker opens its own).
 _local = threading.local()
@@ -269,28 +281,35 @@ def _mark_connection():
     if connection is None:
         params = db.get_connection_params()
         params.pop("cursor_factory", None)
+        params.setdefault("connect_timeout", MARK_TIMEOUT_SECONDS)
         with db.wrap_database_errors:
             connection = psycopg2.connect(**params, async_=True)
-            _opened.append((os.getpid(), connection))
-            _wait(connection)
-            cursor = connection.cursor()
-            for statement in ("SET synchronous_commit TO off", _MARK_PREPARE):
-                cursor.execute(statement)
+            try:
                 _wait(connection)
+                cursor = connection.cursor()
+                for statement in ("SET synchronous_commit TO off", _MARK_PREPARE):
+                    cursor.execute(statement)
+                    _wait(connection)
+            except BaseException:
+                connection.close()
+                raise
+        _opened.append((os.getpid(), connection))
         _local.connection, _local.pid = connection, os.getpid()
     return connection
 
 
 def _wait(connection) -> None:
-    """Until the asynchronous connection's current command has finished (psycopg2's poll loop)."""
+    """Until the asynchronous connection's current command has finished (psycopg2's poll loop);
+    a server silent for MARK_TIMEOUT_SECONDS is taken for gone."""
     while True:
         state = connection.poll()
         if state == psycopg2.extensions.POLL_OK:
             return
-        if state == psycopg2.extensions.POLL_READ:
-            select.select([connection.fileno()], [], [])
-        elif state == psycopg2.extensions.POLL_WRITE:
-            select.select([], [connection.fileno()], [])
+        events = select.POLLIN if state == psycopg2.extensions.POLL_READ else select.POLLOUT
+        waiting = select.poll()
+        waiting.register(connection.fileno(), events)
+        if not waiting.poll(MARK_TIMEOUT_SECONDS * 1000):
+            raise psycopg2.OperationalError("the mark connection did not answer in time")
 
 
 def _close(entry) -> None:

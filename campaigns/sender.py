@@ -362,7 +362,7 @@ class _Lease:
 
 
 def _deliver(rows, people, renderer, lease: _Lease, result: BatchResult, cursor) -> None:
-    """Hand each row to SMTP over one connection (timeouts: EMAIL_TIMEOUT), marking it at once."""
+    """Hand each row to SMTP over one connection (timeouts: EMAIL_TIMEOUT) and mark it sent."""
     try:
         backend = _mail_connection()
     except Exception as error:  # noqa: BLE001 - whatever it is, every row waits for a retry
@@ -495,7 +495,7 @@ def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backe
         row, mark, read_reply = sent
         try:
             read_reply()
-        except Exception as error:  # noqa: BLE001 - classified: retried, failed or both
+        except OSError as error:  # smtplib's errors too; anything else ends the batch
             return failed(row, error)
         marks.start(row, *mark)
         result.sent += 1
@@ -517,7 +517,7 @@ def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backe
                 error = build_error
             sent, in_flight = in_flight, None
             if sent is not None and not land(sent):
-                _release(rows[index:], result)
+                _release(rows[index:], lease, result)
                 return False
             try:
                 if error is not None:
@@ -525,7 +525,7 @@ def _send_each(rows, people, renderer, lease: _Lease, result: BatchResult, backe
                 read_reply = hand_off(message, before_commit=marks.settle)
             except Exception as send_error:  # noqa: BLE001 - classified: retried, failed or both
                 if not failed(row, send_error):
-                    _release(rows[index + 1:], result)
+                    _release(rows[index + 1:], lease, result)
                     return False
                 continue
             in_flight = (row, (address, state, event, tracking), read_reply)
@@ -578,12 +578,14 @@ def _retry_later(row, reason: str, result: BatchResult) -> None:
     result.retry_in = max(result.retry_in, wait)
 
 
-def _release(rows, result: BatchResult) -> None:
-    """Rows not tried because the connection dropped: back in the queue, no attempt counted."""
+def _release(rows, lease: _Lease, result: BatchResult) -> None:
+    """Rows not tried because the connection dropped: back in the queue, no attempt counted
+    (only those still this batch's: a row another worker claimed since is theirs)."""
     if not rows:
         return
     now = clock.now()
-    EmailMessage.objects.filter(pk__in=[r.pk for r in rows], status=S.SENDING).update(
+    EmailMessage.objects.filter(pk__in=[r.pk for r in rows], status=S.SENDING,
+                                lease_until=lease.until).update(
         status=S.QUEUED, lease_until=now, updated_at=now)
     result.retry_ids.extend(r.pk for r in rows)
     result.retry_in = max(result.retry_in, BACKOFF_BASE_SECONDS)
@@ -597,7 +599,8 @@ def requeue_stuck(batch_size: int | None = None):
     now = clock.now()
     lease = timedelta(seconds=settings.OUTBOX_LEASE_SECONDS)
     # Marked by a version that turned rows SENT at the end of their batch, which a worker did
-    # not reach: sent, not stuck.
+    # not reach: sent, not stuck. (Nothing marks a row without making it SENT any more: this can
+    # go once no worker older than campaigns migration 0013 is left.)
     EmailMessage.objects.filter(status=S.SENDING, lease_until__lt=now,
                                 sent_at__isnull=False).update(status=S.SENT, lease_until=None)
     stuck = (Q(status=S.QUEUED, lease_until__lt=now - lease)

@@ -121,7 +121,7 @@ def test_starting_twice_adds_nobody_twice():
     assert campaign_send.campaign_start(campaign.pk) == 0  # the task delivered twice
     assert campaign_send.fan_out(campaign.pk) == 0  # its outbox rows exist already
     with pytest.raises(IntegrityError), transaction.atomic():
-        campaign_send.materialise(campaign.pk)  # the (campaign, person) key refuses a rerun
+        campaign_send.materialise(campaign.pk)  # the (campaign, seq) key refuses a rerun
     keys = set(_rows(campaign).values_list("idempotency_key", flat=True))
     assert len(keys) == 5 and all(k.startswith(f"campaign:{campaign.pk}:") for k in keys)
 

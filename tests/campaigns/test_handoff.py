@@ -55,7 +55,7 @@ def _message(to, subject="Grüße aus Köln", html="<p>Hallo <b>Zoë</b></p>"):
 
 
 def _hand_off_both_ways(smtp, message_factory):
-    """Send once through _HandOff and once through Django's own send_messages()."""
+    """Send once through HandOff and once through Django's own send_messages()."""
     backend = get_connection(fail_silently=False)
     backend.open()
     try:
@@ -126,8 +126,11 @@ class MarkWatchingSink(Sink):
         self.marked_on_arrival: list[set] = []
         self.database = connection.get_connection_params()  # the test database's
         self.database.pop("cursor_factory", None)
+        self.refuse_data: set = set()  # recipients whose message's final "." gets a 554
 
     async def handle_DATA(self, server, session, envelope):
+        if set(envelope.rcpt_tos) & self.refuse_data:
+            return "554 Message rejected"
         with psycopg2.connect(**self.database) as db, db.cursor() as cursor:
             cursor.execute("SELECT message_id FROM campaigns_emailmessage "
                            "WHERE sent_at IS NOT NULL")
@@ -196,3 +199,32 @@ def test_a_mark_that_fails_stops_the_batch_before_the_next_message_is_committed(
     again = _committed_messages(2, "after-broken-mark", watching_sink)
     assert sender.send_batch([row.pk for row in again]).sent == 2
     assert {_status(row)[0] for row in again} == {S.SENT}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_message_refused_at_its_final_dot_fails_alone_and_the_rest_go_in_order(watching_sink):
+    rows = _committed_messages(5, "refused-dot", watching_sink)
+    refused = rows[2]
+    watching_sink.refuse_data.add(refused.to_address)
+    result = sender.send_batch([row.pk for row in rows])
+    assert (result.sent, result.failed) == (4, 1)
+    assert _status(refused)[:2] == (S.FAILED, "smtp_554")
+    assert {_status(row)[0] for row in rows if row != refused} == {S.SENT}
+    arrived = watching_sink.message_ids()
+    for index, marked in enumerate(watching_sink.marked_on_arrival):
+        assert marked == set(arrived[:index])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mark_connection_that_died_between_batches_is_replaced_before_anything_is_sent(
+    watching_sink
+):
+    first = _committed_messages(2, "before-restart", watching_sink)
+    assert sender.send_batch([row.pk for row in first]).sent == 2
+    with connection.cursor() as cursor:  # as a server restart or an idle timeout would
+        cursor.execute("SELECT pg_terminate_backend(%s)",
+                       [handoff._local.connection.info.backend_pid])
+    rows = _committed_messages(3, "after-restart", watching_sink)
+    assert sender.send_batch([row.pk for row in rows]).sent == 3
+    assert sorted(watching_sink.message_ids()) == sorted(row.message_id for row in rows)
+    assert {_status(row)[0] for row in rows} == {S.SENT}
