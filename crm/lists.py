@@ -20,6 +20,7 @@ from config import clock
 
 from .imports import _check_header, _records, _upload_pieces
 from .models import AuditEntry, ListMembership, MarketingList, Person
+from .selectors import people_with_addresses
 from .services import _audit, normalise_email
 
 CSV_CHUNK_ROWS = 1000
@@ -170,7 +171,7 @@ def list_add_csv(*, marketing_list: MarketingList, file, actor=None, source: str
 
 
 def _add_emails(marketing_list, rows, *, actor, source: str) -> ListAddResult:
-    found = dict(Person.objects.filter(email__in={email for _line, email in rows})
+    found = dict(people_with_addresses(email for _line, email in rows)
                  .values_list("email", "pk"))
     ids, unknown = [], ListAddResult()
     for line, email in rows:

@@ -128,9 +128,6 @@ class Person(models.Model):
         indexes = [
             models.Index(fields=["kind", "-created_at"], name="person_kind_created"),
             models.Index(fields=["stage"], name="person_stage"),
-            # Plain (no LIKE variant): batch lookups `email IN (…)` of imports and web forms.
-            # The partial unique index cannot serve a list of over 100 addresses.
-            models.Index(fields=["email"], name="person_email"),
             # Exact-match search on full identifiers; partial, hash (equality is all a blind
             # index is asked): every index slows the import's COPY, so each one here serves a
             # real lookup.
@@ -151,7 +148,9 @@ class Person(models.Model):
             ),
         ]
         constraints = [
-            # One person per address: imports and web forms dedupe on it.
+            # One person per address: imports and web forms dedupe on it, and every lookup by
+            # address uses it (batch lookups state the condition: crm.selectors
+            # .people_with_addresses).
             models.UniqueConstraint(
                 fields=["email"], condition=~Q(email=""), name="person_email_unique"
             ),

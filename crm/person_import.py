@@ -21,6 +21,7 @@ from encryption.bulk import NewSubjectSealer
 
 from .models import AuditEntry, FieldDefinition, Person
 from .registry import ENCRYPTED_CORE
+from .selectors import people_with_addresses
 from .services import Source, _seal_custom, _set_fields, person_clean_values
 
 
@@ -102,7 +103,7 @@ def person_import_prepare(
         except ValidationError as error:
             result._tally(line, ImportOutcome.ERROR, error.message_dict)
     known = dict(
-        Person.objects.filter(email__in={c["email"] for _l, c in valid if c.get("email")})
+        people_with_addresses(c["email"] for _l, c in valid if c.get("email"))
         .values_list("email", "processing_stopped_at")
     )
     new, seen = [], set(pending_emails)

@@ -66,6 +66,14 @@ def person_filter(params, queryset: QuerySet | None = None) -> QuerySet:
     return qs
 
 
+def people_with_addresses(emails) -> QuerySet:
+    """The people whose (normalised) address is among `emails`, for batch lookups (imports,
+    list uploads). It states that the address is not empty so that PostgreSQL can use the
+    partial unique index for lists of any length (it proves an IN list implies the index's
+    condition only up to 100 values), and the address needs no index of its own."""
+    return Person.objects.filter(email__in=set(emails)).exclude(email="").order_by()
+
+
 def person_search_q(value: str) -> Q:
     """Search names, email, company, the exposed characters of masked fields, and (exactly)
     full sensitive identifiers through their blind index."""
