@@ -235,13 +235,13 @@ def fan_out(campaign_id: int) -> int:
 
 
 def _outbox_rows_with_the_orm(chunk: AudienceChunk, domain: str, now: datetime) -> list[int]:
-    campaign_id = chunk.campaign_id
-    present = set(Person.objects.filter(pk__in=chunk.people()).values_list("pk", flat=True))
+    campaign_id, people = chunk.campaign_id, chunk.people()
+    present = set(Person.objects.filter(pk__in=people).values_list("pk", flat=True))
     rows = [EmailMessage(
         person_id=pk, kind=Kind.CAMPAIGN, template=campaign_mail.TEMPLATE,
         campaign_id=campaign_id, idempotency_key=f"campaign:{campaign_id}:{pk}",
         message_id=f"<c{campaign_id}.{pk.hex}@{domain}>", lease_until=now)
-        for pk in chunk.people() if pk in present]
+        for pk in people if pk in present]
     existing = set(EmailMessage.objects.filter(
         idempotency_key__in=[r.idempotency_key for r in rows]).values_list(
         "idempotency_key", flat=True))

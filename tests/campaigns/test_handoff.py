@@ -15,8 +15,8 @@ from django.test.utils import CaptureQueriesContext
 from campaigns import handoff, sender, wire
 from campaigns.models import EmailMessage
 from campaigns.models import MessageStatus as S
-from tests.campaigns.smtp_sink import Sink, running
-from tests.campaigns.test_outbox import _messages, _point_django_at, _status
+from tests.campaigns.smtp_sink import Sink
+from tests.campaigns.test_outbox import _messages, _status, serving
 
 pytestmark = pytest.mark.django_db
 
@@ -35,13 +35,8 @@ class EnvelopeSink(Sink):
 
 @pytest.fixture
 def smtp(settings):
-    server = EnvelopeSink()
-    with running(server) as port:
-        settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
-        settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-        settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-        settings.DEFAULT_FROM_EMAIL = "Consenso Team <no-reply@consenso.example>"
+    settings.DEFAULT_FROM_EMAIL = "Consenso Team <no-reply@consenso.example>"
+    with serving(settings, EnvelopeSink()) as server:
         yield server
 
 
@@ -153,9 +148,7 @@ def _committed_messages(n, tag, sink) -> list:
 
 @pytest.fixture
 def watching_sink(settings):
-    server = MarkWatchingSink()
-    with running(server) as port:
-        _point_django_at(settings, port)
+    with serving(settings, MarkWatchingSink()) as server:
         yield server
 
 

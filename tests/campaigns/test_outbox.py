@@ -2,6 +2,7 @@
 one row per intent, the gateway is asked again right before SMTP (one set-based query per
 batch), every row ends SENT, SUPPRESSED(reason), FAILED(reason) or back in the queue."""
 
+import contextlib
 import socket
 from datetime import timedelta
 
@@ -31,11 +32,17 @@ def _point_django_at(settings, port):
     settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
 
 
-@pytest.fixture
-def sink(settings):
-    server = Sink()
+@contextlib.contextmanager
+def serving(settings, server: Sink):
+    """`server` running, and Django's mail sent to it; yields it."""
     with running(server) as port:
         _point_django_at(settings, port)
+        yield server
+
+
+@pytest.fixture
+def sink(settings):
+    with serving(settings, Sink()) as server:
         yield server
 
 
