@@ -21,8 +21,8 @@ class DataKey(models.Model):
 
     class Meta:
         verbose_name = _("data key")
-        # Rotation finds keys still under an old master key (plain index: no LIKE variant).
-        indexes = [models.Index(fields=["master_key_id"], name="datakey_master_key")]
+        # No index on `master_key_id`: a row is written for every person, and only a rotation
+        # looks for keys by master key — walking them in primary-key order (datakeys.rewrap_batch).
 
     def __str__(self):
         return f"data key of {self.subject_id}"

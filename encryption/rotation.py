@@ -10,9 +10,9 @@ from .keys import keyring
 
 
 def rotate(*, batch_size: int = 1000, progress=None) -> dict:
-    total = 0
+    total, after = 0, None
     while True:
-        done = rewrap_batch(batch_size)
+        done, after = rewrap_batch(batch_size, after=after)
         if not done:
             break
         total += done

@@ -40,9 +40,24 @@ def test_rotation_resumes_after_an_interruption(settings):
     settings.FIELD_ENCRYPTION_KEYS = [NEW_KEY, *TEST_KEYS]
     from encryption.datakeys import rewrap_batch
 
-    assert rewrap_batch(3) == 3  # then "killed"
+    done, after = rewrap_batch(3)  # then "killed"
+    assert done == 3 and after is not None
     call_command("rotate_keys")
     assert master_key_usage()["t2"] == 4
+
+
+def test_rotation_walks_keys_in_subject_order_and_skips_the_rewrapped(settings):
+    PersonFactory.create_batch(5, card_number="4111111111111111")
+    subjects = sorted(DataKey.objects.values_list("subject_id", flat=True))
+    settings.FIELD_ENCRYPTION_KEYS = [NEW_KEY, *TEST_KEYS]
+    from encryption.datakeys import rewrap_batch
+
+    assert rewrap_batch(2) == (2, subjects[1])
+    assert rewrap_batch(2, after=subjects[1]) == (2, subjects[3])
+    # Started again from the beginning (as after a kill): only the key left is re-wrapped.
+    assert rewrap_batch(10) == (1, subjects[4])
+    assert rewrap_batch(10) == (0, None)
+    assert master_key_usage()["t2"] == 5
 
 
 def test_removing_a_key_still_in_use_gives_a_clear_error(settings):
