@@ -500,6 +500,29 @@ def test_imported_people_get_time_ordered_version_7_ids_in_file_order():
     assert in_file_order == sorted(in_file_order)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_pipelined_run_shortens_the_gil_switch_interval_and_restores_it_even_when_it_fails(
+        monkeypatch):
+    import sys
+
+    seen = []
+    real = person_import.person_import_prepare
+
+    def prepare(**kwargs):
+        seen.append(sys.getswitchinterval())
+        if len(seen) == 2:
+            raise RuntimeError("boom")
+        return real(**kwargs)
+
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 1)
+    monkeypatch.setattr(person_import, "person_import_prepare", prepare)
+    before = sys.getswitchinterval()
+    job = run_import("email\nada@example.org\nbob@example.org\n")
+    assert job.state == "failed"
+    assert seen == [imports.WRITER_SWITCH_INTERVAL] * 2 and before > seen[0]
+    assert sys.getswitchinterval() == before
+
+
 def test_a_run_pauses_the_garbage_collector_and_restores_it_even_when_it_fails(monkeypatch):
     import gc
 
