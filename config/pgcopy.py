@@ -79,6 +79,8 @@ class CopyRows:
         self._template = [copy_text(v) for v in self.defaults]
         self.postgres = connections[using].vendor == "postgresql"
         self._rows: list = []
+        self._texts: list = []  # rows formatted elsewhere (`add_text`), and how many
+        self._text_rows = 0
 
     def add(self, values: dict) -> None:
         if not self.postgres:
@@ -106,23 +108,51 @@ class CopyRows:
 
         return add
 
+    def shape(self, *names: str) -> tuple[list, tuple]:
+        """The COPY texts of a row of defaults and the positions of `names` in it: for code that
+        formats rows itself (another process) and hands them back with `add_text`."""
+        return self._template.copy(), tuple(self.index[name] for name in names)
+
+    def add_text(self, text: str, count: int) -> None:
+        """`count` rows already in COPY's text format, one per line (PostgreSQL only)."""
+        if count:
+            self._texts.append(text)
+            self._text_rows += count
+
+    def fill_texts(self, position: int, slots, texts) -> None:
+        """`fill` with values already in COPY's text format, by column position (`shape`)."""
+        row = self._rows[position]
+        for slot, text in zip(slots, texts, strict=True):
+            row[slot] = text
+
+    def fill(self, position: int, values: dict) -> None:
+        """Set more columns of the row added `position`-th since the last write (values that
+        were not ready when it was added)."""
+        if not self.postgres:
+            self._rows[position].update(values)
+            return
+        row, index = self._rows[position], self.index
+        for name, value in values.items():
+            row[index[name]] = copy_text(value)
+
     def __len__(self):
-        return len(self._rows)
+        return len(self._rows) + self._text_rows
 
     def write(self) -> int:
         rows, self._rows = self._rows, []
-        if not rows:
+        texts, self._texts, counted, self._text_rows = self._texts, [], self._text_rows, 0
+        if not rows and not texts:
             return 0
         if not self.postgres:
             self.model._base_manager.using(self.using).bulk_create(
                 [self.model(**values) for values in rows]
             )
             return len(rows)
-        buffer = io.StringIO("\n".join(map("\t".join, rows)) + "\n")
+        buffer = io.StringIO("\n".join([*map("\t".join, rows), *texts]) + "\n")
         connection = connections[self.using]
         qn = connection.ops.quote_name
         sql = "COPY {} ({}) FROM STDIN".format(
             qn(self.model._meta.db_table), ", ".join(qn(f.column) for f in self.fields))
         with connection.cursor() as cursor:
             cursor.copy_expert(sql, buffer, 1 << 20)  # read size: fewer GIL round trips
-        return len(rows)
+        return len(rows) + counted

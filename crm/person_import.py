@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ValidationError
@@ -17,7 +18,7 @@ from django.db import IntegrityError, transaction
 
 from config import clock
 from config.pgcopy import CopyRows
-from encryption.bulk import NewSubjectSealer
+from encryption.bulk import NewSubjectSealer, SealingHelper
 
 from .models import AuditEntry, FieldDefinition, Person
 from .registry import ENCRYPTED_CORE
@@ -87,14 +88,23 @@ class PreparedImport:
     people: CopyRows | None = None
     audit: CopyRows | None = None
     sealer: NewSubjectSealer | None = None
+    pending: Callable | None = None  # fills in the sealed columns (see `complete`)
+
+    def complete(self) -> "PreparedImport":
+        """Collect what the sealing helper was doing for this chunk; before the write."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending()
+        return self
 
 
 def person_import_prepare(
     *, rows: list[tuple[int, dict]], definitions: list[FieldDefinition], actor=None,
-    pending_emails=(), dry_run: bool = False,
+    pending_emails=(), dry_run: bool = False, sealing_helper: SealingHelper | None = None,
 ) -> PreparedImport:
     """Validate, classify and seal a chunk without writing. `pending_emails` are addresses
-    of a chunk being written right now (not yet visible here): they count as known."""
+    of a chunk being written right now (not yet visible here): they count as known. With a
+    `sealing_helper` the sealing may still be under way: `complete()` collects it."""
     result = ImportChunkResult(outcomes=[] if dry_run else None)
     valid = []
     for line, data in rows:
@@ -119,13 +129,16 @@ def person_import_prepare(
     prepared = PreparedImport(rows=rows, definitions=definitions, actor=actor, result=result,
                               new_emails=[c["email"] for c in new if c.get("email")])
     if not dry_run:
-        prepared.people, prepared.audit, prepared.sealer = _people_rows(
-            new, actor=actor, definitions=definitions)
+        prepared.people, prepared.audit, prepared.sealer, prepared.pending = _people_rows(
+            new, actor=actor, definitions=definitions, helper=sealing_helper)
+        if sealing_helper is None:
+            prepared.complete()
     return prepared
 
 
 def person_import_write(prepared: PreparedImport) -> ImportChunkResult:
     """Write a prepared chunk in one transaction (see `person_import_chunk`)."""
+    prepared.complete()
     try:
         with transaction.atomic():
             prepared.sealer.save_keys()
@@ -135,6 +148,7 @@ def person_import_write(prepared: PreparedImport) -> ImportChunkResult:
         # Another writer took one of these addresses since the check: look again, once.
         again = person_import_prepare(rows=prepared.rows, definitions=prepared.definitions,
                                       actor=prepared.actor)
+        again.complete()
         with transaction.atomic():
             again.sealer.save_keys()
             again.people.write()
@@ -143,47 +157,69 @@ def person_import_write(prepared: PreparedImport) -> ImportChunkResult:
     return prepared.result
 
 
-def _people_rows(people: list[dict], *, actor, definitions):
+def _people_rows(people: list[dict], *, actor, definitions, helper=None):
+    """The COPY rows of new people and of their create audit rows, and their sealer (whose
+    keys are written with them). The encrypted core values are handed to the sealer first —
+    to the `helper` process, if any — and the rest of the rows built meanwhile; the returned
+    function fills in the sealed columns."""
     now = clock.now()
-    sealer = NewSubjectSealer()
+    sealed_custom = {d.key for d in definitions if d.is_encrypted}
+    if sealed_custom and any(not sealed_custom.isdisjoint(c.get("custom") or {})
+                             for c in people):
+        helper = None  # custom values are sealed here, under the same key as the core ones
+    sealer = NewSubjectSealer(helper=helper)
     rows = CopyRows(Person, now=now)
     audit = CopyRows(AuditEntry, now=now)
     actor_id = actor.pk if getattr(actor, "pk", None) else None
-    sealed_custom = {d.key for d in definitions if d.is_encrypted}
-    # Per encrypted core field: the sealer's prepared field and its three columns.
+    # Per encrypted core field: its position in the sealer, its mask and index columns.
     specs = {name: (sealer.field(context=c.context, mask_rule=c.mask_rule),
-                    (name, c.mask_field, c.index_field))
+                    (c.mask_field, c.index_field))
              for name, c in _ENCRYPTED_COLUMNS.items()}
+    ids = _uuid7_texts(len(people))
+    # Sealing binds each value to the row id, so the ids exist before the COPY.
+    to_seal, sealed_rows = [], []
+    for position, (pk, cleaned) in enumerate(zip(ids, people, strict=True)):
+        names = [name for name in ENCRYPTED_CORE if cleaned.get(name)]
+        if names:
+            to_seal.append((pk, [(specs[name][0], cleaned[name]) for name in names]))
+            sealed_rows.append((position, names))
+    sealed = sealer.seal_new_subjects(to_seal, as_text=rows.postgres)
     add_audit = audit.adder("person_id", "action", "actor_id", "fields", "source", "at")
     at = now.isoformat() if audit.postgres else now
-    for pk, cleaned in zip(_uuid7_texts(len(people)), people, strict=True):
-        # Sealing binds each value to the row id, so the id exists before the COPY.
+    for pk, cleaned in zip(ids, people, strict=True):
         values = {"id": pk}
         custom = cleaned.get("custom") or {}
         if not sealed_custom.isdisjoint(custom):
             custom = _seal_custom(custom, subject_id=pk, definitions=definitions,
                                   seal=sealer.seal)
-        encrypted = []
         for name, value in cleaned.items():
-            if name in ENCRYPTED_CORE:
-                if value:
-                    encrypted.append(name)
-            elif name in _RELATED:
+            if name in _RELATED:
                 values[f"{name}_id"] = value.pk if value is not None else None
-            elif name != "custom":
+            elif name != "custom" and name not in ENCRYPTED_CORE:
                 values[name] = value
-        if encrypted:
-            sealed = sealer.seal_new_subject(pk, [(cleaned[name], specs[name][0])
-                                                  for name in encrypted])
-            for name, triple in zip(encrypted, sealed, strict=True):
-                values.update(zip(specs[name][1], triple, strict=True))
         if custom:
             values["custom"] = custom
         rows.add(values)
         fields = tuple(_set_fields({**cleaned, "custom": custom}))
         add_audit(pk, "create", actor_id,
                   _fields_json(fields) if audit.postgres else sorted(fields), Source.IMPORT, at)
-    return rows, audit, sealer
+
+    def fill_sealed():
+        # Each sealed value comes as (sealed value, mask, blind index), fields in `names` order.
+        columns = {}  # names -> their columns in that order (rows share a few name tuples)
+        for (position, names), sealed_values in zip(sealed_rows, sealed.result(), strict=True):
+            key = tuple(names)
+            if key not in columns:
+                names_columns = [column for name in names for column in (
+                    name, specs[name][1][0], specs[name][1][1])]
+                columns[key] = (rows.shape(*names_columns)[1] if rows.postgres
+                                else names_columns)
+            if rows.postgres:
+                rows.fill_texts(position, columns[key], sealed_values)
+            else:
+                rows.fill(position, dict(zip(columns[key], sealed_values, strict=True)))
+
+    return rows, audit, sealer, fill_sealed
 
 
 @functools.lru_cache(maxsize=256)

@@ -4,25 +4,98 @@
 record, a query per row for an import. Here the data keys of subjects that have none yet are
 generated and wrapped in memory, each cipher is keyed once, and the key rows are written in one
 COPY by `save_keys()` — the same key format, wrapping and sealed-value layout as `datakeys` and
-`values`, through their own helpers.
+`values` (the cryptography is `sealing`'s). A `SealingHelper` process can do a chunk's sealing
+while the import goes on with the rest of the chunk.
 """
 
-import os
+import contextlib
+import logging
+import subprocess
+import sys
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from django.conf import settings
 
 from config import clock
-from config.pgcopy import CopyRows
+from config.pgcopy import CopyRows, copy_text
 
-from .blind_index import blind_indexer
-from .cipher import NONCE_BYTES, seal_with, sealed_header
-from .datakeys import DATA_KEY_BYTES
-from .datakeys import _aad as _key_aad
+from .blind_index import field_key
+from .cipher import NONCE_BYTES
 from .keys import keyring
-from .masking import masker
 from .models import DataKey
 from .router import keys_db
-from .values import _aad as _value_aad
+from .sealing import NewKeySealer, read_frame, value_aad, write_frame
+
+logger = logging.getLogger(__name__)
+_KEY_COLUMNS = ("subject_id", "key_id", "master_key_id", "wrapped")
+
+
+class SealingHelperError(Exception):
+    """The helper process is gone or answered nonsense; the caller seals in its own process."""
+
+
+class SealingHelper:
+    """A process (`python -m encryption.sealing`) that seals new subjects' values for an import.
+
+    On a machine with a second core the import's own process, which parses, validates and
+    builds a chunk's rows, then no longer also pays for the cryptography of every person in it.
+    The helper gets the primary master key once, over its stdin, and holds no other secret;
+    it never sees the database. One request is in the pipe at a time: a new one first collects
+    the answer to the last (into its `Sealed`), so a caller may send chunk k+1 before it needs
+    chunk k's answer. Close it (or use it as a context manager) when the import ends.
+    """
+
+    def __init__(self):
+        ring = keyring()
+        self.master_id = ring.primary_id
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "encryption.sealing"], cwd=settings.BASE_DIR,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+        )
+        self._outstanding = None  # the Sealed whose answer is still in the pipe
+        try:
+            write_frame(self._process.stdin, (ring.primary_id, ring.primary))
+        except OSError:
+            self.close()
+            raise SealingHelperError("The sealing helper did not start.") from None
+
+    @property
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def submit(self, fields: tuple, key_shape: tuple, subjects: list, *, answer) -> None:
+        """Send a request; its answer goes to `answer` (a `Sealed`), read when it asks or when
+        the next request is sent."""
+        if self._outstanding is not None:
+            self._outstanding.result()
+        try:
+            write_frame(self._process.stdin, (fields, key_shape, subjects))
+        except (OSError, ValueError):
+            raise SealingHelperError("The sealing helper stopped.") from None
+        self._outstanding = answer
+
+    def result(self) -> list:
+        self._outstanding = None
+        try:
+            return read_frame(self._process.stdout)
+        except Exception:  # a dead or garbled helper: EOF, a short frame, an unpickling error
+            raise SealingHelperError("The sealing helper stopped.") from None
+
+    def close(self) -> None:
+        """End the helper: its stdin closed, it exits; one that does not is killed."""
+        for stream in (self._process.stdin, self._process.stdout):
+            with contextlib.suppress(OSError):  # a broken pipe while flushing
+                stream.close()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class NewSubjectSealer:
@@ -33,70 +106,103 @@ class NewSubjectSealer:
     opened. Not for existing subjects — their key already exists and would be shadowed.
     """
 
-    def __init__(self):
+    def __init__(self, *, helper: SealingHelper | None = None):
         ring = keyring()
         self._master_id = ring.primary_id
-        self._master = AESGCM(ring.primary)
+        self._core = NewKeySealer(master_id=ring.primary_id, master_key=ring.primary)
+        self._helper = helper if helper is not None and helper.alive \
+            and helper.master_id == ring.primary_id else None
         self._ciphers: dict = {}  # subject id (text) -> (key id, keyed cipher, sealed header)
-        self._indexers: dict = {}
-        self._master_header = sealed_header(self._master_id)
+        self._elsewhere: set = set()  # subjects whose key the helper made (not held here)
+        self._fields: list = []
         self._keys = CopyRows(DataKey, now=clock.now(), using=keys_db())
-        self._add_key = self._keys.adder("subject_id", "key_id", "master_key_id", "wrapped")
-        self._random, self._offset = b"", 0
+        self._add_key = self._keys.adder(*_KEY_COLUMNS)
+
+    def field(self, *, context: str, mask_rule: str, indexed: bool = True) -> int:
+        """Register one encrypted field (its context, mask rule and, when `indexed`, blind
+        index); values name it by the position returned."""
+        self._fields.append((context, mask_rule, field_key(context) if indexed else None))
+        return len(self._fields) - 1
 
     def seal(self, plaintext: str, *, subject_id, context: str) -> bytes:
+        """One value (a custom field's): sealed here, under the subject's new key."""
         subject = str(subject_id)
-        key_id, aead, _header = self._ciphers.get(subject) or self._new_key(subject)
-        return seal_with(aead, plaintext.encode(), key_id=key_id,
-                         aad=_value_aad(context, subject), nonce=self._take(NONCE_BYTES))
+        _key_id, aead, header = self._cipher(subject)
+        nonce = self._core.take(NONCE_BYTES)
+        return header + nonce + aead.encrypt(nonce, plaintext.encode(),
+                                             value_aad(context, subject))
 
-    def field(self, *, context: str, mask_rule: str, indexed: bool = True) -> tuple:
-        """One encrypted field, prepared once for `seal_new_subject`: its context, its masker and
-        its blind indexer (None when it has no blind index)."""
-        indexer = self._indexers.get(context)
-        if indexed and indexer is None:
-            indexer = self._indexers[context] = blind_indexer(context)
-        return (f"{context}:", masker(mask_rule), indexer if indexed else None)
+    def seal_new_subjects(self, subjects: list, *, as_text: bool = False) -> "Sealed":
+        """Seal [(subject, [(field position, plaintext)])], each subject's values at once →
+        a `Sealed` whose `result()` is, per subject in order, (sealed value, mask, blind index)
+        of each of its values, flat — as EncryptedField stores them, or `as_text` in COPY's
+        text format (`CopyRows.fill_texts`).
 
-    def seal_new_subject(self, subject: str, values: list) -> list:
-        """Seal one new subject's encrypted-field values at once: [(plaintext, field)] with
-        fields from `field()` → [(sealed value, mask, blind index)], as EncryptedField stores
-        them.
-
-        The same key, layout and associated data as `values.seal_value`, with the per-value
-        work cut to the cryptography itself: an import seals two values for each of 100,000
-        people.
+        With a helper (and `as_text`) the work is sent to it and `result()` collects it: do the
+        rest of the chunk in between. Subjects this sealer already keyed (with `seal`) stay
+        here.
         """
-        _key_id, aead, header = self._ciphers.get(subject) or self._new_key(subject)
-        nonces = self._take(NONCE_BYTES * len(values))
+        fields = tuple(self._fields)
+        if self._helper is not None and as_text and subjects and not any(
+                subject in self._ciphers for subject, _values in subjects):
+            sealed = Sealed(self, fields, subjects, helper=self._helper)
+            try:
+                self._helper.submit(fields, self._keys.shape(*_KEY_COLUMNS), subjects,
+                                    answer=sealed)
+                return sealed
+            except SealingHelperError:
+                self._helper_failed(self._helper)
+        return Sealed(self, fields, subjects, done=self._seal_here(fields, subjects, as_text))
+
+    def _seal_here(self, fields: tuple, subjects: list, as_text: bool) -> list:
+        prepared = self._core.prepare(fields)
         out = []
-        for at, (plaintext, (prefix, mask_, indexer)) in enumerate(values):
-            nonce = nonces[at * NONCE_BYTES:(at + 1) * NONCE_BYTES]
-            blob = header + nonce + aead.encrypt(nonce, plaintext.encode(),
-                                                 (prefix + subject).encode())
-            out.append((blob, mask_(plaintext), indexer(plaintext) if indexer else ""))
+        for subject, values in subjects:
+            _key_id, aead, header = self._cipher(subject)
+            sealed = self._core.seal(aead, header, subject, values, prepared)
+            out.append(tuple(copy_text(v) if as_text else v for each in sealed for v in each))
         return out
 
-    def _new_key(self, subject: str):
-        # One cut of the randomness for the key, its id and the wrapping nonce.
-        random = self._take(DATA_KEY_BYTES + 4 + NONCE_BYTES)
-        key, nonce = random[:DATA_KEY_BYTES], random[-NONCE_BYTES:]
-        key_id = random[DATA_KEY_BYTES:-NONCE_BYTES].hex()
-        wrapped = self._master_header + nonce + self._master.encrypt(
-            nonce, key, _key_aad(subject, key_id))
-        self._add_key(subject, key_id, self._master_id, wrapped)
-        entry = self._ciphers[subject] = (key_id, AESGCM(key), sealed_header(key_id))
-        return entry
+    def _from_helper(self, helper: SealingHelper, fields: tuple, subjects: list) -> list:
+        try:
+            keys, texts = helper.result()
+            if len(texts) != len(subjects):
+                raise SealingHelperError("The sealing helper answered for other subjects.")
+        except (SealingHelperError, TypeError, ValueError):
+            self._helper_failed(helper)
+            return self._seal_here(fields, subjects, True)
+        self._keys.add_text(keys, len(texts))
+        self._elsewhere.update(subject for subject, _values in subjects)
+        return texts
 
-    def _take(self, size: int) -> bytes:
-        """Fresh random bytes, cut from one system read per ~64 KiB (a read per value costs as
-        much as the encryption)."""
-        start = self._offset
-        if start + size > len(self._random):
-            self._random, start = os.urandom(1 << 16), 0
-        self._offset = start + size
-        return self._random[start:self._offset]
+    def _helper_failed(self, helper: SealingHelper) -> None:
+        logger.warning("The sealing helper stopped; sealing in the import's own process.")
+        helper.close()
+        self._helper = None
+
+    def _cipher(self, subject: str) -> tuple:
+        entry = self._ciphers.get(subject)
+        if entry is None:
+            if subject in self._elsewhere:
+                raise ValueError("This subject's key was made by the sealing helper.")
+            key_id, wrapped, aead, header = self._core.new_key(subject)
+            self._add_key(subject, key_id, self._master_id, wrapped)
+            entry = self._ciphers[subject] = (key_id, aead, header)
+        return entry
 
     def save_keys(self) -> int:
         """Write the data keys generated so far (one COPY); returns how many."""
         return self._keys.write()
+
+
+class Sealed:
+    """The sealed values of `NewSubjectSealer.seal_new_subjects`, done or on their way."""
+
+    def __init__(self, sealer, fields, subjects, *, helper=None, done=None):
+        self._sealer, self._fields, self._subjects = sealer, fields, subjects
+        self._helper, self._done = helper, done
+
+    def result(self) -> list:
+        if self._done is None:
+            self._done = self._sealer._from_helper(self._helper, self._fields, self._subjects)
+        return self._done

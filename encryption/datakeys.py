@@ -12,16 +12,12 @@ from .cipher import DecryptionError, open_sealed, seal
 from .keys import keyring
 from .models import DataKey
 from .router import keys_db
-
-DATA_KEY_BYTES = 32
+from .sealing import DATA_KEY_BYTES
+from .sealing import data_key_aad as _aad
 
 
 class DataKeyDestroyed(DecryptionError):
     """The subject's data key was destroyed (erasure): their sealed values are gone for good."""
-
-
-def _aad(subject_id, key_id: str) -> bytes:
-    return f"datakey:{subject_id}:{key_id}".encode()
 
 
 def _wrap(subject_id, key_id: str, key: bytes) -> DataKey:

@@ -6,10 +6,7 @@ and is bound into the associated data together with the subject (row) id.
 
 from .cipher import UnknownKey, key_id_of, open_sealed, seal
 from .datakeys import data_key, data_keys
-
-
-def _aad(context: str, subject_id) -> bytes:
-    return f"{context}:{subject_id}".encode()
+from .sealing import value_aad as _aad
 
 
 def seal_value(plaintext: str, *, subject_id, context: str) -> bytes:

@@ -553,3 +553,130 @@ def test_a_blind_index_lookup_is_answered_by_its_hash_index():
         cursor.execute("SELECT indexdef FROM pg_indexes WHERE indexname = %s",
                        ["person_card_number_bidx"])
         assert "USING hash" in cursor.fetchone()[0]
+
+
+# -- sealing in a helper process ---------------------------------------------------------------
+
+def card(i: int) -> str:
+    body = f"4{i:014d}"
+    total = sum(d * 2 - 9 if d > 4 else d * 2 if k % 2 == 0 else d
+                for k, d in enumerate(int(c) for c in reversed(body)))
+    return body + str((10 - total % 10) % 10)
+
+
+def opened(person, field):
+    from encryption.values import open_value
+
+    return open_value(getattr(person, field).blob, subject_id=person.pk,
+                      context=f"crm.person.{field}")
+
+
+@pytest.fixture
+def helpers(monkeypatch):
+    """Every sealing helper a run starts, with the requests it was sent; runs of any size use
+    one (chunks of 2 rows)."""
+    from encryption.bulk import SealingHelper
+
+    started = []
+    real_init, real_submit = SealingHelper.__init__, SealingHelper.submit
+
+    def init(self):
+        real_init(self)
+        self.requests = 0
+        started.append(self)
+
+    def submit(self, *args, **kwargs):
+        self.requests += 1
+        return real_submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(SealingHelper, "__init__", init)
+    monkeypatch.setattr(SealingHelper, "submit", submit)
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 2)
+    monkeypatch.setattr(imports, "SEALING_HELPER_ROWS", 1)
+    return started
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_seals_in_a_helper_process_and_every_value_opens_and_is_findable(helpers):
+    rows = "".join(f"N{i},L,p{i}@example.org,,ID{i:06d},{card(i) if i % 3 else ''}\n"
+                   for i in range(9))
+    job = run_import(HEADER + rows + "Dup,L,p1@example.org,,ID999999,\n")
+    assert (job.state, job.created_count, job.duplicate_count) == ("done", 9, 1)
+    assert len(helpers) == 1 and helpers[0].requests == 5 and not helpers[0].alive
+    for i in range(9):
+        person = Person.objects.get(email=f"p{i}@example.org")
+        assert opened(person, "national_id") == f"ID{i:06d}"
+        assert person.national_id_mask == "••••" + f"{i:06d}"[-4:]
+        assert find_by_identifier("national_id", f"id-{i:06d}") == [person.pk]
+        if i % 3:
+            assert opened(person, "card_number") == card(i)
+            assert find_by_identifier("card_number", card(i)) == [person.pk]
+        else:
+            assert person.card_number is None and person.card_number_mask == ""
+    assert DataKey.objects.count() == 9
+    assert set(DataKey.objects.values_list("master_key_id", flat=True)) == {"t1"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_when_the_helper_dies_mid_run_the_rest_is_sealed_in_process(helpers, monkeypatch):
+    from encryption.bulk import SealingHelper
+
+    real_result = SealingHelper.result
+
+    def result(self):
+        if self.requests == 2:  # the helper is killed with an answer still to read
+            self._process.kill()
+            self._process.wait()
+        return real_result(self)
+
+    monkeypatch.setattr(SealingHelper, "result", result)
+    rows = "".join(f"N{i},L,p{i}@example.org,,ID{i:06d},{card(i)}\n" for i in range(8))
+    job = run_import(HEADER + rows)
+    assert (job.state, job.created_count) == ("done", 8)
+    assert helpers[0].requests == 2 and not helpers[0].alive
+    for i in range(8):
+        person = Person.objects.get(email=f"p{i}@example.org")
+        assert (opened(person, "national_id"), opened(person, "card_number")) == (
+            f"ID{i:06d}", card(i))
+    assert DataKey.objects.count() == 8
+
+
+@pytest.mark.django_db(transaction=True)
+def test_encrypted_custom_values_are_sealed_in_process_under_the_same_key_as_core_ones(
+        helpers):
+    from encryption.values import open_value
+
+    FieldDefinitionFactory(key="tax_code", is_encrypted=True)
+    job = run_import("email,national_id,tax_code\n" + "".join(
+        f"p{i}@example.org,ID{i:06d},{f'TAX{i}' if i in (1, 3) else ''}\n"
+        for i in range(6)))
+    assert (job.state, job.created_count) == ("done", 6)
+    # Chunks with a custom value to seal stay in process; the one without goes to the helper.
+    assert helpers[0].requests == 1
+    for i in range(6):
+        person = Person.objects.get(email=f"p{i}@example.org")
+        assert opened(person, "national_id") == f"ID{i:06d}"
+        if i in (1, 3):
+            import base64
+
+            blob = base64.b64decode(person.custom["tax_code"]["$sealed"])
+            assert open_value(blob, subject_id=person.pk,
+                              context="crm.person.custom.tax_code") == f"TAX{i}"
+    assert DataKey.objects.count() == 6
+
+
+@pytest.mark.parametrize(("mapping", "rows", "started"), [
+    ({"email": "email", "national_id": "national_id"}, 6, True),
+    ({"email": "email", "national_id": "national_id"}, 5, False),  # too few to repay it
+    ({"email": "email"}, 6, False),  # nothing to seal
+])
+def test_a_sealing_helper_starts_only_for_runs_it_repays(monkeypatch, mapping, rows, started):
+    monkeypatch.setattr(imports, "SEALING_HELPER_ROWS", 6)
+    job = ImportJob(header=["email", "national_id"], mapping=mapping, total_rows=rows)
+    helper = imports._sealing_helper(job)
+    try:
+        assert (helper is not None) == started
+    finally:
+        if helper is not None:
+            helper.close()
+            assert not helper.alive

@@ -1,0 +1,179 @@
+"""Sealing many new subjects' values: the cryptography alone, importable without Django.
+
+A new subject (a person being created) gets a fresh data key, wrapped by the master key, and
+each of their sensitive values is sealed under it with its mask and blind-index tag — the same
+key format, wrapping and sealed-value layout as `datakeys` and `values`, whose associated data
+is defined here. `bulk.NewSubjectSealer` runs this in its own process or, through
+`python -m encryption.sealing`, in a helper process of the import (see `bulk.SealingHelper`):
+it needs keys, never the database.
+"""
+
+import hmac
+import os
+import pickle
+import re
+import struct
+import sys
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from .cipher import NONCE_BYTES, sealed_header
+from .masking import masker
+
+DATA_KEY_BYTES = 32
+KEY_ID_BYTES = 4
+TAG_BYTES = 4
+
+
+def data_key_aad(subject_id, key_id: str) -> bytes:
+    """What a wrapped data key is bound to: its subject and its id."""
+    return f"datakey:{subject_id}:{key_id}".encode()
+
+
+def value_aad(context: str, subject_id) -> bytes:
+    """What a sealed value is bound to: where it lives (model and field) and its row."""
+    return f"{context}:{subject_id}".encode()
+
+
+def normalise(value: str) -> str:
+    """An identifier as its blind index sees it: separators dropped, upper case."""
+    if value and value.isalnum():  # nothing to strip: the usual identifier
+        return value.upper()
+    return _NOISE.sub("", value or "").upper()
+
+
+_NOISE = re.compile(r"[\s\-./]")
+
+
+def blind_tagger(key: bytes):
+    """The blind-index tag of a value under one field's key: HMAC-SHA256, truncated. The HMAC
+    is keyed once; each value continues from a copy of the keyed state."""
+    keyed = hmac.new(key, digestmod="sha256")
+
+    def tag(value: str) -> str:
+        if not value:
+            return ""
+        mac = keyed.copy()
+        mac.update(normalise(value).encode())
+        return mac.digest()[:TAG_BYTES].hex()
+
+    return tag
+
+
+class NewKeySealer:
+    """Data keys for new subjects and their values sealed under them.
+
+    `fields` are (context, mask rule, blind-index key or None) per encrypted field; a subject's
+    values name their field by its position in that list.
+    """
+
+    def __init__(self, *, master_id: str, master_key: bytes):
+        self.master_id = master_id
+        self._master = AESGCM(master_key)
+        self._master_header = sealed_header(master_id)
+        self._fields: dict = {}  # fields spec (tuple) -> prepared fields
+        self._random, self._offset = b"", 0
+
+    def prepare(self, fields: tuple) -> list:
+        prepared = self._fields.get(fields)
+        if prepared is None:
+            prepared = self._fields[fields] = [
+                (f"{context}:", masker(rule), blind_tagger(key) if key else None)
+                for context, rule, key in fields
+            ]
+        return prepared
+
+    def new_key(self, subject: str) -> tuple:
+        """(key id, wrapped key, keyed cipher, sealed-value header) of a fresh data key."""
+        random = self.take(DATA_KEY_BYTES + KEY_ID_BYTES + NONCE_BYTES)
+        key, nonce = random[:DATA_KEY_BYTES], random[-NONCE_BYTES:]
+        key_id = random[DATA_KEY_BYTES:-NONCE_BYTES].hex()
+        wrapped = self._master_header + nonce + self._master.encrypt(
+            nonce, key, data_key_aad(subject, key_id))
+        return key_id, wrapped, AESGCM(key), sealed_header(key_id)
+
+    def seal(self, aead, header: bytes, subject: str, values: list, prepared: list) -> list:
+        """[(field position, plaintext)] of one subject → [(sealed value, mask, blind index)].
+        The per-value work is cut to the cryptography itself: an import seals two values for
+        each of 100,000 people."""
+        nonces = self.take(NONCE_BYTES * len(values))
+        out = []
+        for at, (position, plaintext) in enumerate(values):
+            prefix, mask_, tagger = prepared[position]
+            nonce = nonces[at * NONCE_BYTES:(at + 1) * NONCE_BYTES]
+            blob = header + nonce + aead.encrypt(nonce, plaintext.encode(),
+                                                 (prefix + subject).encode())
+            out.append((blob, mask_(plaintext), tagger(plaintext) if tagger else ""))
+        return out
+
+    def seal_as_text(self, fields: tuple, key_shape: tuple, subjects: list, text) -> tuple:
+        """Seal [(subject, [(field position, plaintext)])], each subject under a fresh data key,
+        straight to COPY's text format (`text` converts one value): → (the data-key rows, one
+        per line, laid out as `key_shape` — a row of defaults and the positions of subject, key
+        id, master key id and wrapped key — and per subject the texts of (sealed value, mask,
+        blind index) of each of its values, flat)."""
+        prepared = self.prepare(fields)
+        template, (at_subject, at_key, at_master, at_wrapped) = key_shape
+        master = text(self.master_id)
+        lines, texts = [], []
+        for subject, values in subjects:
+            key_id, wrapped, aead, header = self.new_key(subject)
+            row = template.copy()
+            row[at_subject], row[at_key], row[at_master], row[at_wrapped] = (
+                text(subject), text(key_id), master, text(wrapped))
+            lines.append("\t".join(row))
+            texts.append(tuple(text(value) for sealed in self.seal(
+                aead, header, subject, values, prepared) for value in sealed))
+        return "\n".join(lines), texts
+
+    def take(self, size: int) -> bytes:
+        """Fresh random bytes, cut from one system read per ~64 KiB (a read per value costs as
+        much as the encryption)."""
+        start = self._offset
+        if start + size > len(self._random):
+            self._random, start = os.urandom(1 << 16), 0
+        self._offset = start + size
+        return self._random[start:self._offset]
+
+
+# -- the helper process: frames of pickled requests on stdin, replies on stdout ---------------
+
+_LENGTH = struct.Struct(">I")
+
+
+def write_frame(stream, payload) -> None:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(data)) + data)
+    stream.flush()
+
+
+def read_frame(stream):
+    """The next frame's payload; EOFError when the other side has closed."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        raise EOFError
+    (size,) = _LENGTH.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        raise EOFError
+    return pickle.loads(data)  # noqa: S301 - frames come only from the parent that started us
+
+
+def serve(requests, replies, text) -> None:
+    """The helper's loop: a first frame (master key id, master key), then one reply per request
+    (fields, key shape, subjects: see `NewKeySealer.seal_as_text`) until the parent closes the
+    pipe."""
+    master_id, master_key = read_frame(requests)
+    sealer = NewKeySealer(master_id=master_id, master_key=master_key)
+    while True:
+        try:
+            fields, key_shape, subjects = read_frame(requests)
+        except EOFError:
+            return
+        write_frame(replies, sealer.seal_as_text(fields, key_shape, subjects, text))
+
+
+if __name__ == "__main__":
+    from config.pgcopy import copy_text  # COPY's text format is the import's, not ours
+
+    serve(sys.stdin.buffer, sys.stdout.buffer, copy_text)
