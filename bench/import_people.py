@@ -93,10 +93,13 @@ def run_ours(path: Path, *, encrypted: bool) -> int:
 
 
 def run_bare(path: Path) -> int:
-    """csv parse + email validation + COPY into a plain table, committed per 2,000 rows."""
+    """csv parse + email validation + COPY into a plain table, committed per chunk of the
+    import's size."""
     from django.core.exceptions import ValidationError
     from django.core.validators import validate_email
     from django.db import connection, transaction
+
+    from crm.imports import CHUNK_ROWS
 
     done = 0
     with path.open(newline="") as handle:
@@ -120,7 +123,7 @@ def run_bare(path: Path) -> int:
                 continue
             writer.writerow(row)
             pending += 1
-            if pending == 2000:
+            if pending == CHUNK_ROWS:
                 flush()
                 done, pending = done + pending, 0
         if pending:
@@ -156,9 +159,10 @@ def run_database_share(path: Path, *, encrypted: bool) -> tuple[int, float]:
 
 
 def run_bulk_create(path: Path) -> int:
-    """Person objects (no sealing) and bulk_create, committed per 2,000 rows."""
+    """Person objects (no sealing) and bulk_create, committed per chunk of the import's size."""
     from django.db import transaction
 
+    from crm.imports import CHUNK_ROWS
     from crm.models import Person
 
     done = 0
@@ -169,7 +173,7 @@ def run_bulk_create(path: Path) -> int:
         batch = []
         for row in reader:
             batch.append(Person(id=uuid.uuid4(), **dict(zip(plain, row, strict=False))))
-            if len(batch) == 2000:
+            if len(batch) == CHUNK_ROWS:
                 with transaction.atomic():
                     Person.objects.bulk_create(batch)
                 done += len(batch)
