@@ -10,9 +10,8 @@ share of (1) alone: the writes of the finished rows into the indexed tables, a c
 
 The database named in DATABASE_URL is dropped and created anew (it must not be one you use).
 Each measurement runs in a forked child so its peak memory (ru_maxrss growth over the warmed-up
-parent at fork time) is its own — a sealing helper process, which (1) starts, is reported apart
-(its own peak); the tables are truncated between runs. Rates are wall-clock: on a busy machine
-pass --repeat 3 (rounds interleaved, best rate of each kept).
+parent at fork time) is its own; the tables are truncated between runs. Rates are wall-clock:
+on a busy machine pass --repeat 3 (rounds interleaved, best rate of each kept).
 """
 
 import argparse
@@ -203,18 +202,15 @@ def measure(name: str, func, *args, **kwargs) -> tuple[float, float]:
         if isinstance(rows, tuple):  # the function timed its own part
             rows, elapsed = rows
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base
-        helper = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # a sealing helper's
-        os.write(write, f"{rows} {elapsed} {peak} {helper}".encode())
+        os.write(write, f"{rows} {elapsed} {peak}".encode())
         os._exit(0)
     os.close(write)
-    rows, elapsed, peak, helper = os.read(read, 200).decode().split()
+    rows, elapsed, peak = os.read(read, 200).decode().split()
     os.close(read)
     os.waitpid(pid, 0)
     rate = int(rows) / float(elapsed)
     print(f"{name:<46} {int(rows):>7} rows {float(elapsed):7.2f} s {rate:>9,.0f} rows/s"
-          f"   peak +{int(peak) / 1024:6.1f} MiB"
-          + (f" (+ sealing helper {int(helper) / 1024:.1f} MiB)" if int(helper) else ""),
-          flush=True)
+          f"   peak +{int(peak) / 1024:6.1f} MiB", flush=True)
     return rate, int(peak) / 1024
 
 
