@@ -115,6 +115,8 @@ class CopyRows:
 
     def add_text(self, text: str, count: int) -> None:
         """`count` rows already in COPY's text format, one per line (PostgreSQL only)."""
+        if not self.postgres:
+            raise ValueError("Rows in COPY's text format are for PostgreSQL.")
         if count:
             self._texts.append(text)
             self._text_rows += count

@@ -12,7 +12,10 @@ import csv
 import gc
 import io
 import logging
+import subprocess
 import sys
+import threading
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -39,7 +42,7 @@ CHUNK_ROWS = 5000
 PREVIEW_ROWS = 20
 BLOCK_CHARS = 1 << 20
 # How long the preparing thread may keep the GIL while the writer thread waits for it (Python's
-# default is 5 ms): see `_run_pipelined`.
+# default is 5 ms): see `_switch_interval_shortened`.
 WRITER_SWITCH_INTERVAL = 0.001
 # A run with at least this many rows left and encrypted core columns seals in a helper process.
 SEALING_HELPER_ROWS = 10_000
@@ -339,8 +342,9 @@ def import_job_run(job_id) -> ImportJob:
     except (OperationalError, InterfaceError):
         raise  # transient: the task retries, and the run resumes after the last chunk
     except Exception as error:
-        # The class only: messages of database errors can quote the row's values.
-        logger.exception("import %s failed", job.pk)
+        # The class and where, never the message: database errors quote the row's values.
+        logger.error("import %s failed: %s\n%s", job.pk, error.__class__.__name__,
+                     "".join(traceback.format_tb(error.__traceback__)))
         return import_job_fail(job_id=job.pk, error=error)
     return _finish(job, State.DONE)
 
@@ -374,23 +378,19 @@ def _run_pipelined(job: ImportJob, definitions) -> None:
     the addresses of the chunks not yet committed.
     """
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer")
-    pending, queued, unwritten = None, None, ((), ())
-    # The writer waits on PostgreSQL with the GIL released and needs it back after every reply
-    # (about ten per chunk); the preparing thread, pure Python, gives it up only once per
-    # switch interval. At Python's 5 ms those hand-overs cost the writer up to 50 ms a chunk,
-    # as long as the chunk's COPYs themselves take.
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch_interval, WRITER_SWITCH_INTERVAL))
-    helper = _sealing_helper(job)
+    pending, queued, unwritten, helper = None, None, ((), ()), None
 
     def hand_over(chunk):
         nonlocal pending
+        prepared, structural, seen = chunk
+        prepared.complete()  # while the writer may still be busy with the chunk before
         if pending is not None:
             pending.result()
-        prepared, structural, seen = chunk
-        pending = writer.submit(_write_chunk, job, prepared.complete(), structural, seen)
+        pending = writer.submit(_write_chunk, job, prepared, structural, seen)
 
     try:
+        _switch_interval_shortened(True)
+        helper = _sealing_helper(job)
         for structural, rows, seen in _chunks(job, definitions, skip=job.processed_rows):
             prepared = person_import.person_import_prepare(
                 rows=rows, definitions=definitions, actor=job.created_by,
@@ -406,9 +406,32 @@ def _run_pipelined(job: ImportJob, definitions) -> None:
     finally:
         if helper is not None:
             helper.close()
-        sys.setswitchinterval(switch_interval)
+        _switch_interval_shortened(False)
         writer.submit(connections.close_all).result()
         writer.shutdown()
+
+
+_switch = {"runs": 0, "saved": None}
+_switch_lock = threading.Lock()
+
+
+def _switch_interval_shortened(entering: bool) -> None:
+    """While any pipelined run is under way in this process, the thread preparing chunks hands
+    the GIL over within `WRITER_SWITCH_INTERVAL`. The writer waits on PostgreSQL with the GIL
+    released and needs it back after every reply (about ten per chunk); the preparing thread,
+    pure Python, gives it up only once per switch interval, and at Python's 5 ms those
+    hand-overs cost the writer up to 50 ms a chunk, as long as the chunk's COPYs take. The
+    interval is the process's: the first run to start saves it, the last to end restores it."""
+    with _switch_lock:
+        if entering:
+            if _switch["runs"] == 0:
+                _switch["saved"] = sys.getswitchinterval()
+                sys.setswitchinterval(min(_switch["saved"], WRITER_SWITCH_INTERVAL))
+            _switch["runs"] += 1
+        else:
+            _switch["runs"] -= 1
+            if _switch["runs"] == 0:
+                sys.setswitchinterval(_switch["saved"])
 
 
 def _sealing_helper(job: ImportJob) -> SealingHelper | None:
@@ -419,7 +442,7 @@ def _sealing_helper(job: ImportJob) -> SealingHelper | None:
         return None
     try:
         return SealingHelper()
-    except (OSError, SealingHelperError):
+    except (OSError, subprocess.SubprocessError, SealingHelperError):
         logger.warning("import %s: no sealing helper; sealing in process", job.pk)
         return None
 

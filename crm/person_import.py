@@ -78,7 +78,8 @@ def person_import_chunk(
 
 @dataclass
 class PreparedImport:
-    """A validated, classified and sealed chunk, ready for `person_import_write`."""
+    """A validated and classified chunk, sealed or being sealed (`complete()` waits for it),
+    for `person_import_write`."""
 
     rows: list
     definitions: list
@@ -103,7 +104,7 @@ def person_import_prepare(
     pending_emails=(), dry_run: bool = False, sealing_helper: SealingHelper | None = None,
 ) -> PreparedImport:
     """Validate, classify and seal a chunk without writing. `pending_emails` are addresses
-    of a chunk being written right now (not yet visible here): they count as known. With a
+    of chunks prepared but not committed yet (not visible here): they count as known. With a
     `sealing_helper` the sealing may still be under way: `complete()` collects it."""
     result = ImportChunkResult(outcomes=[] if dry_run else None)
     valid = []

@@ -10,8 +10,12 @@ while the import goes on with the rest of the chunk.
 
 import contextlib
 import logging
+import os
+import pickle
+import select
 import subprocess
 import sys
+import time
 
 from django.conf import settings
 
@@ -23,7 +27,7 @@ from .cipher import NONCE_BYTES
 from .keys import keyring
 from .models import DataKey
 from .router import keys_db
-from .sealing import NewKeySealer, read_frame, value_aad, write_frame
+from .sealing import FRAME_HEAD, NewKeySealer, frame, unframe, value_aad
 
 logger = logging.getLogger(__name__)
 _KEY_COLUMNS = ("subject_id", "key_id", "master_key_id", "wrapped")
@@ -38,25 +42,32 @@ class SealingHelper:
 
     On a machine with a second core the import's own process, which parses, validates and
     builds a chunk's rows, then no longer also pays for the cryptography of every person in it.
-    The helper gets the primary master key once, over its stdin, and holds no other secret;
-    it never sees the database. One request is in the pipe at a time: a new one first collects
+    The helper starts with an environment of its own (no key, no database address), gets the
+    primary master key once over its stdin and each field's blind-index key with the requests,
+    and never sees the database. One request is in the pipe at a time: a new one first collects
     the answer to the last (into its `Sealed`), so a caller may send chunk k+1 before it needs
-    chunk k's answer. Close it (or use it as a context manager) when the import ends.
+    chunk k's answer. A helper silent for `TIMEOUT` seconds counts as dead. Close it (or use it
+    as a context manager) when the import ends.
     """
+
+    TIMEOUT = 60.0
+    STOP_WAIT = 5.0  # seconds a closed helper has to exit before it is killed
 
     def __init__(self):
         ring = keyring()
         self.master_id = ring.primary_id
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "encryption.sealing"], cwd=settings.BASE_DIR,
+            [sys.executable, "-m", "encryption.sealing"], cwd=settings.BASE_DIR, bufsize=0,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+            env={name: os.environ[name] for name in _HELPER_ENVIRONMENT if name in os.environ},
         )
+        os.set_blocking(self._process.stdin.fileno(), False)  # writes wait in `_wait` only
         self._outstanding = None  # the Sealed whose answer is still in the pipe
         try:
-            write_frame(self._process.stdin, (ring.primary_id, ring.primary))
-        except OSError:
+            self._send((ring.primary_id, ring.primary))
+        except SealingHelperError:
             self.close()
-            raise SealingHelperError("The sealing helper did not start.") from None
+            raise
 
     @property
     def alive(self) -> bool:
@@ -67,26 +78,57 @@ class SealingHelper:
         the next request is sent."""
         if self._outstanding is not None:
             self._outstanding.result()
-        try:
-            write_frame(self._process.stdin, (fields, key_shape, subjects))
-        except (OSError, ValueError):
-            raise SealingHelperError("The sealing helper stopped.") from None
+        self._send((fields, key_shape, subjects))
         self._outstanding = answer
 
     def result(self) -> list:
         self._outstanding = None
+        (size,) = FRAME_HEAD.unpack(self._receive(FRAME_HEAD.size))
         try:
-            return read_frame(self._process.stdout)
-        except Exception:  # a dead or garbled helper: EOF, a short frame, an unpickling error
+            return unframe(self._receive(size))
+        except SealingHelperError:
+            raise
+        except Exception:  # a garbled answer: an unpickling error of any kind
+            raise SealingHelperError("The sealing helper answered nonsense.") from None
+
+    def _send(self, payload) -> None:
+        try:
+            data = memoryview(frame(payload))
+            deadline = time.monotonic() + self.TIMEOUT
+            while data:
+                self._wait(self._process.stdin, deadline, writing=True)
+                data = data[self._process.stdin.write(data) or 0:]  # None: the pipe is full
+        except (OSError, ValueError, pickle.PickleError):  # gone, closed, unpicklable
             raise SealingHelperError("The sealing helper stopped.") from None
+
+    def _receive(self, size: int) -> bytes:
+        parts, deadline = [], time.monotonic() + self.TIMEOUT
+        try:
+            while size:
+                self._wait(self._process.stdout, deadline)
+                part = self._process.stdout.read(min(size, 1 << 20))
+                if not part:
+                    raise SealingHelperError("The sealing helper stopped.")
+                parts.append(part)
+                size -= len(part)
+        except (OSError, ValueError):
+            raise SealingHelperError("The sealing helper stopped.") from None
+        return b"".join(parts)
+
+    def _wait(self, stream, deadline: float, *, writing: bool = False) -> None:
+        left = deadline - time.monotonic()
+        ready = select.select([], [stream], [], max(left, 0))[1] if writing \
+            else select.select([stream], [], [], max(left, 0))[0]
+        if not ready:
+            raise SealingHelperError("The sealing helper did not answer in time.")
 
     def close(self) -> None:
         """End the helper: its stdin closed, it exits; one that does not is killed."""
         for stream in (self._process.stdin, self._process.stdout):
-            with contextlib.suppress(OSError):  # a broken pipe while flushing
+            with contextlib.suppress(OSError):
                 stream.close()
         try:
-            self._process.wait(timeout=5)
+            self._process.wait(timeout=self.STOP_WAIT)
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
@@ -98,12 +140,17 @@ class SealingHelper:
         self.close()
 
 
+# What the helper's environment keeps of ours: enough to find Python and read text as we do.
+_HELPER_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "VIRTUAL_ENV")
+
+
 class NewSubjectSealer:
     """Seals values for subjects that are being created now and so have no data key yet.
 
-    Call `save_keys()` before the rows holding the sealed values commit (in the same transaction
-    when the keys live in the main database): a sealed value whose key was never stored cannot be
-    opened. Not for existing subjects — their key already exists and would be shadowed.
+    Call `save_keys()` — after collecting every `Sealed` — before the rows holding the sealed
+    values commit (in the same transaction when the keys live in the main database): a sealed
+    value whose key was never stored cannot be opened. Not for existing subjects — their key
+    already exists and would be shadowed.
     """
 
     def __init__(self, *, helper: SealingHelper | None = None):
@@ -143,7 +190,7 @@ class NewSubjectSealer:
         here.
         """
         fields = tuple(self._fields)
-        if self._helper is not None and as_text and subjects and not any(
+        if self._helper is not None and as_text and self._keys.postgres and subjects and not any(
                 subject in self._ciphers for subject, _values in subjects):
             sealed = Sealed(self, fields, subjects, helper=self._helper)
             try:
@@ -166,7 +213,7 @@ class NewSubjectSealer:
     def _from_helper(self, helper: SealingHelper, fields: tuple, subjects: list) -> list:
         try:
             keys, texts = helper.result()
-            if len(texts) != len(subjects):
+            if [len(t) for t in texts] != [3 * len(values) for _s, values in subjects]:
                 raise SealingHelperError("The sealing helper answered for other subjects.")
         except (SealingHelperError, TypeError, ValueError):
             self._helper_failed(helper)

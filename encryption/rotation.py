@@ -10,12 +10,17 @@ from .keys import keyring
 
 
 def rotate(*, batch_size: int = 1000, progress=None) -> dict:
-    total, after = 0, None
-    while True:
-        done, after = rewrap_batch(batch_size, after=after)
-        if not done:
-            break
-        total += done
-        if progress:
-            progress(total)
+    # Passes over the keys in subject order, until one finds nothing to re-wrap: a key skipped
+    # by a pass (locked by someone else, or created under the old key behind the cursor by a
+    # worker not yet restarted) is taken by the next.
+    total, rewrapped = 0, True
+    while rewrapped:
+        rewrapped, after = False, None
+        while True:
+            done, after = rewrap_batch(batch_size, after=after)
+            if not done:
+                break
+            total, rewrapped = total + done, True
+            if progress:
+                progress(total)
     return {"rewrapped": total, "primary": keyring().primary_id, "usage": master_key_usage()}

@@ -1,4 +1,4 @@
-"""Sealing many new subjects' values: the cryptography alone, importable without Django.
+"""Sealing many new subjects' values: the cryptography alone, no Django.
 
 A new subject (a person being created) gets a fresh data key, wrapped by the master key, and
 each of their sensitive values is sealed under it with its mask and blind-index tag — the same
@@ -138,25 +138,34 @@ class NewKeySealer:
 
 # -- the helper process: frames of pickled requests on stdin, replies on stdout ---------------
 
-_LENGTH = struct.Struct(">I")
+FRAME_HEAD = struct.Struct(">I")  # a frame: its length, then the pickled payload
+
+
+def frame(payload) -> bytes:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    return FRAME_HEAD.pack(len(data)) + data
+
+
+def unframe(data: bytes):
+    """A frame's payload from its body (the bytes after the head)."""
+    return pickle.loads(data)  # noqa: S301 - frames pass only between an import and its helper
 
 
 def write_frame(stream, payload) -> None:
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_LENGTH.pack(len(data)) + data)
+    stream.write(frame(payload))
     stream.flush()
 
 
 def read_frame(stream):
     """The next frame's payload; EOFError when the other side has closed."""
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
+    head = stream.read(FRAME_HEAD.size)
+    if len(head) < FRAME_HEAD.size:
         raise EOFError
-    (size,) = _LENGTH.unpack(head)
+    (size,) = FRAME_HEAD.unpack(head)
     data = stream.read(size)
     if len(data) < size:
         raise EOFError
-    return pickle.loads(data)  # noqa: S301 - frames come only from the parent that started us
+    return unframe(data)
 
 
 def serve(requests, replies, text) -> None:
@@ -174,6 +183,7 @@ def serve(requests, replies, text) -> None:
 
 
 if __name__ == "__main__":
-    from config.pgcopy import copy_text  # COPY's text format is the import's, not ours
+    # COPY's text format is the import's, not ours (importing it brings Django's db module).
+    from config.pgcopy import copy_text
 
     serve(sys.stdin.buffer, sys.stdout.buffer, copy_text)

@@ -1,5 +1,6 @@
 import io
 import json
+import os
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -444,6 +445,37 @@ def test_a_worker_run_writes_on_a_second_connection_while_preparing_the_next_chu
     assert len(find_by_identifier("card_number", VISA)) == DataKey.objects.count() == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_duplicate_of_a_chunk_not_yet_committed_two_chunks_back_is_skipped_without_a_retry(
+        monkeypatch):
+    """Chunk 3 is classified while chunk 1 is still being written and chunk 2 waits: both
+    chunks' addresses count as known, so its duplicate never reaches the unique index."""
+    import threading
+
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 1)
+    prepared_three = threading.Event()
+    prepares = []
+    real_prepare = person_import.person_import_prepare
+    real_write = person_import.person_import_write
+
+    def prepare(**kwargs):
+        prepares.append(sorted(kwargs.get("pending_emails") or ()))
+        if len(prepares) == 3:
+            prepared_three.set()
+        return real_prepare(**kwargs)
+
+    def write(prepared):
+        assert prepared_three.wait(10)  # chunk 1 commits only after chunk 3 was classified
+        return real_write(prepared)
+
+    monkeypatch.setattr(person_import, "person_import_prepare", prepare)
+    monkeypatch.setattr(person_import, "person_import_write", write)
+    job = run_import("email\na@example.org\nb@example.org\na@example.org\n")
+    assert (job.state, job.created_count, job.duplicate_count) == ("done", 2, 1)
+    # Three preparations, no re-preparation after a refused write.
+    assert prepares == [[], ["a@example.org"], ["a@example.org", "b@example.org"]]
+
+
 def test_without_copy_the_same_rows_are_written_with_bulk_create(monkeypatch):
     """SQLite (`make run`) has no COPY: the rows go through bulk_create, same result."""
     from config.pgcopy import CopyRows
@@ -680,3 +712,38 @@ def test_a_sealing_helper_starts_only_for_runs_it_repays(monkeypatch, mapping, r
         if helper is not None:
             helper.close()
             assert not helper.alive
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_helper_that_stops_answering_is_given_up_after_its_timeout(helpers, monkeypatch):
+    import signal
+
+    from encryption.bulk import SealingHelper
+
+    monkeypatch.setattr(SealingHelper, "TIMEOUT", 0.5)
+    monkeypatch.setattr(SealingHelper, "STOP_WAIT", 0.2)
+    real_init = SealingHelper.__init__
+
+    def init(self):
+        real_init(self)
+        os.kill(self._process.pid, signal.SIGSTOP)  # alive, silent
+
+    monkeypatch.setattr(SealingHelper, "__init__", init)
+    rows = "".join(f"N{i},L,p{i}@example.org,,ID{i:06d},{card(i)}\n" for i in range(4))
+    job = run_import(HEADER + rows)
+    assert (job.state, job.created_count) == ("done", 4)
+    assert not helpers[0].alive  # killed at the end of the run
+    person = Person.objects.get(email="p3@example.org")
+    assert opened(person, "card_number") == card(3)
+
+
+def test_a_failed_run_logs_the_error_class_and_where_never_its_message(monkeypatch, caplog):
+    def fail(*, rows, **kwargs):
+        raise ValueError(f"bad row: {rows[0][1]['email']}")  # as a database error quotes one
+
+    monkeypatch.setattr(person_import, "person_import_prepare", fail)
+    job = run_import("email\nsecret.person@example.org\n")
+    assert job.state == "failed"
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "ValueError" in logged and "fail" in logged  # the class and the frame
+    assert "secret.person" not in logged

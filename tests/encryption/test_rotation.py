@@ -60,6 +60,36 @@ def test_rotation_walks_keys_in_subject_order_and_skips_the_rewrapped(settings):
     assert master_key_usage()["t2"] == 5
 
 
+def test_a_key_made_under_the_old_key_behind_the_cursor_is_taken_by_another_pass(settings):
+    import uuid
+
+    from encryption import datakeys
+
+    PersonFactory.create_batch(3, card_number="4111111111111111")
+    settings.FIELD_ENCRYPTION_KEYS = [NEW_KEY, *TEST_KEYS]
+    real = datakeys.rewrap_batch
+    behind = uuid.UUID(int=1)  # before every other subject
+
+    def rewrap_batch(batch_size, *, after=None):
+        done, cursor = real(batch_size, after=after)
+        if after is None and not DataKey.objects.filter(subject_id=behind).exists():
+            # Meanwhile a worker still on the old configuration makes a key.
+            settings.FIELD_ENCRYPTION_KEYS = TEST_KEYS
+            datakeys.data_key(behind, create=True)
+            settings.FIELD_ENCRYPTION_KEYS = [NEW_KEY, *TEST_KEYS]
+        return done, cursor
+
+    from encryption import rotation
+
+    rotation.rewrap_batch, saved = rewrap_batch, rotation.rewrap_batch
+    try:
+        report = rotation.rotate(batch_size=2)
+    finally:
+        rotation.rewrap_batch = saved
+    assert report["rewrapped"] == 4
+    assert master_key_usage() == {"t2": 4, "t1": 0, "t0": 0}
+
+
 def test_removing_a_key_still_in_use_gives_a_clear_error(settings):
     person = PersonFactory(card_number="4111111111111111")
     settings.FIELD_ENCRYPTION_KEYS = [NEW_KEY]
