@@ -8,7 +8,7 @@ is defined here. `bulk.NewSubjectSealer` runs this in its own process or, throug
 it needs keys, never the database.
 """
 
-import hmac
+import hashlib
 import os
 import pickle
 import re
@@ -46,18 +46,31 @@ _NOISE = re.compile(r"[\s\-./]")
 
 
 def blind_tagger(key: bytes):
-    """The blind-index tag of a value under one field's key: HMAC-SHA256, truncated. The HMAC
-    is keyed once; each value continues from a copy of the keyed state."""
-    keyed = hmac.new(key, digestmod="sha256")
+    """The blind-index tag of a value under one field's key: HMAC-SHA256 (RFC 2104), truncated.
+
+    The two keyed hash states (key XOR ipad, key XOR opad) are made once and each value
+    continues from copies of them: the same bytes as `hmac.new(key, value, "sha256")` (tested),
+    at half the cost of copying an `hmac.HMAC` per value (an import tags two values a person).
+    """
+    if len(key) > _SHA256_BLOCK:
+        key = hashlib.sha256(key).digest()
+    key = key.ljust(_SHA256_BLOCK, b"\0")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
     def tag(value: str) -> str:
         if not value:
             return ""
-        mac = keyed.copy()
+        mac = inner.copy()
         mac.update(normalise(value).encode())
-        return mac.digest()[:TAG_BYTES].hex()
+        digest = outer.copy()
+        digest.update(mac.digest())
+        return digest.digest()[:TAG_BYTES].hex()
 
     return tag
+
+
+_SHA256_BLOCK = 64
 
 
 class NewKeySealer:
@@ -122,8 +135,8 @@ class NewKeySealer:
             row[at_subject], row[at_key], row[at_master], row[at_wrapped] = (
                 text(subject), text(key_id), master, text(wrapped))
             lines.append("\t".join(row))
-            texts.append(tuple(text(value) for sealed in self.seal(
-                aead, header, subject, values, prepared) for value in sealed))
+            texts.append([text(value) for sealed in self.seal(
+                aead, header, subject, values, prepared) for value in sealed])
         return "\n".join(lines), texts
 
     def take(self, size: int) -> bytes:

@@ -1,6 +1,8 @@
 import base64
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from encryption.blind_index import blind_index
 from encryption.checks import check_encryption_keys
@@ -77,3 +79,13 @@ def test_data_keys_route_to_the_keys_database_when_configured(monkeypatch):
     assert router.allow_migrate("keys", "encryption", "datakey") is True
     assert router.allow_migrate("keys", "crm", "person") is False
     assert router.allow_migrate("default", "encryption", "datakey") is False
+
+
+@given(key=st.binary(min_size=1, max_size=100), value=st.text(min_size=1, max_size=40))
+def test_the_blind_index_tag_is_hmac_sha256_of_the_normalised_value_truncated(key, value):
+    import hmac
+
+    from encryption.sealing import TAG_BYTES, blind_tagger, normalise
+
+    expected = hmac.new(key, normalise(value).encode(), "sha256").digest()[:TAG_BYTES].hex()
+    assert blind_tagger(key)(value) == expected
