@@ -111,7 +111,7 @@ class CopyRows:
     def shape(self, *names: str) -> tuple[list, tuple]:
         """The COPY texts of a row of defaults and the positions of `names` in it: for code that
         formats rows itself (another process) and hands them back with `add_text`."""
-        return self._template.copy(), tuple(self.index[name] for name in names)
+        return self._template.copy(), self.slots(*names)
 
     def add_text(self, text: str, count: int) -> None:
         """`count` rows already in COPY's text format, one per line (PostgreSQL only)."""
@@ -121,21 +121,18 @@ class CopyRows:
             self._texts.append(text)
             self._text_rows += count
 
-    def fill_texts(self, position: int, slots, texts) -> None:
-        """`fill` with values already in COPY's text format, by column position (`shape`)."""
-        row = self._rows[position]
-        for slot, text in zip(slots, texts, strict=True):
-            row[slot] = text
+    def slots(self, *names: str) -> tuple:
+        """Where `fill` finds these columns: their positions in a row on PostgreSQL, their
+        names elsewhere."""
+        return tuple(self.index[name] for name in names) if self.postgres else names
 
-    def fill(self, position: int, values: dict) -> None:
-        """Set more columns of the row added `position`-th since the last write (values that
-        were not ready when it was added)."""
-        if not self.postgres:
-            self._rows[position].update(values)
-            return
-        row, index = self._rows[position], self.index
-        for name, value in values.items():
-            row[index[name]] = copy_text(value)
+    def fill(self, position: int, slots, values) -> None:
+        """Set more columns (`slots`) of the row added `position`-th since the last write —
+        values that were not ready when it was added: in COPY's text format on PostgreSQL, as
+        they are elsewhere."""
+        row = self._rows[position]
+        for slot, value in zip(slots, values, strict=True):
+            row[slot] = value
 
     def __len__(self):
         return len(self._rows) + self._text_rows

@@ -180,7 +180,7 @@ def _people_rows(people: list[dict], *, actor, definitions, helper=None):
     # Sealing binds each value to the row id, so the ids exist before the COPY.
     to_seal, sealed_rows = [], []
     for position, (pk, cleaned) in enumerate(zip(ids, people, strict=True)):
-        names = [name for name in ENCRYPTED_CORE if cleaned.get(name)]
+        names = tuple(name for name in ENCRYPTED_CORE if cleaned.get(name))
         if names:
             to_seal.append((pk, [(specs[name][0], cleaned[name]) for name in names]))
             sealed_rows.append((position, names))
@@ -207,18 +207,12 @@ def _people_rows(people: list[dict], *, actor, definitions, helper=None):
 
     def fill_sealed():
         # Each sealed value comes as (sealed value, mask, blind index), fields in `names` order.
-        columns = {}  # names -> their columns in that order (rows share a few name tuples)
+        slots = {}  # names -> where their columns are, in that order (rows share a few)
         for (position, names), sealed_values in zip(sealed_rows, sealed.result(), strict=True):
-            key = tuple(names)
-            if key not in columns:
-                names_columns = [column for name in names for column in (
-                    name, specs[name][1][0], specs[name][1][1])]
-                columns[key] = (rows.shape(*names_columns)[1] if rows.postgres
-                                else names_columns)
-            if rows.postgres:
-                rows.fill_texts(position, columns[key], sealed_values)
-            else:
-                rows.fill(position, dict(zip(columns[key], sealed_values, strict=True)))
+            if names not in slots:
+                slots[names] = rows.slots(*(column for name in names for column in (
+                    name, *specs[name][1])))
+            rows.fill(position, slots[names], sealed_values)
 
     return rows, audit, sealer, fill_sealed
 

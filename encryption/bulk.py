@@ -183,7 +183,7 @@ class NewSubjectSealer:
         """Seal [(subject, [(field position, plaintext)])], each subject's values at once →
         a `Sealed` whose `result()` is, per subject in order, (sealed value, mask, blind index)
         of each of its values, flat — as EncryptedField stores them, or `as_text` in COPY's
-        text format (`CopyRows.fill_texts`).
+        text format (`CopyRows.fill`).
 
         With a helper (and `as_text`) the work is sent to it and `result()` collects it: do the
         rest of the chunk in between. Subjects this sealer already keyed (with `seal`) stay
