@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.core.validators import MaxLengthValidator
+from django.core.validators import EmailValidator, MaxLengthValidator
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
@@ -202,28 +202,53 @@ def _clean_core(name: str, value):
     return value
 
 
+class _EagerEmailValidator(EmailValidator):
+    """Django's email check with its patterns compiled once here. The class keeps them as lazy
+    objects, and each use of one goes through a proxy: 5.7 µs an address against 1.8, which an
+    import pays per row. Same patterns, same answers (a property test compares them)."""
+
+    user_regex = re.compile(EmailValidator.user_regex.pattern, EmailValidator.user_regex.flags)
+    domain_regex = re.compile(EmailValidator.domain_regex.pattern,
+                              EmailValidator.domain_regex.flags)
+    literal_regex = re.compile(EmailValidator.literal_regex.pattern,
+                               EmailValidator.literal_regex.flags)
+
+
+def _eager(validator):
+    if type(validator) is EmailValidator:
+        return _EagerEmailValidator(message=validator.message, code=validator.code,
+                                    allowlist=validator.domain_allowlist)
+    return validator
+
+
 @functools.cache
 def _column(name: str):
     field = Person._meta.get_field(name)
     choices = frozenset(str(k) for k, _label in field.flatchoices) if field.choices else None
     # Validators beyond the length limit (the email check) always run.
-    others = [v for v in field.validators if not isinstance(v, MaxLengthValidator)]
-    return field, choices, field.max_length, bool(others)
+    checks = tuple(_eager(v) for v in field.validators if not isinstance(v, MaxLengthValidator))
+    return field, choices, field.max_length, checks
 
 
 def _check_column(name: str, value: str) -> None:
     """What `field.clean` checks (blank, choices, validators such as email and length), with
     the empty and valid cases answered without its generic machinery: imports call this for
-    every cell. Whenever a check may fail, the field's own methods run and word the error."""
-    field, choices, max_length, others = _column(name)
+    every cell. Whenever a check fails, the field's own methods run and word the error."""
+    field, choices, max_length, checks = _column(name)
     if not value:
         if not field.blank:
             field.validate(value, None)
         return
     if choices is not None and value not in choices:
         field.validate(value, None)
-    if others or (max_length is not None and len(value) > max_length):
+    if max_length is not None and len(value) > max_length:
         field.run_validators(value)
+    try:
+        for check in checks:
+            check(value)
+    except ValidationError:
+        field.run_validators(value)
+        raise
 
 
 # Digit → its value, and → its Luhn-doubled value (2d, minus 9 above 9); lookups, not int().

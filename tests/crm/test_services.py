@@ -1,7 +1,10 @@
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from config import clock
 from crm import services
@@ -246,3 +249,42 @@ def test_core_field_keeps_key_and_type():
     core.field_type = FieldType.NUMBER
     with pytest.raises(ValidationError):
         services.field_definition_save(definition=core)
+
+
+# Addresses near the edges of Django's email patterns: plausible local parts and domains, and
+# pieces with quotes, backslashes, brackets, IDN labels, non-ASCII and control characters.
+_WILD = st.lists(st.sampled_from(
+    list("aZ09.-_+!#$%&'*/=?^`{|}~\"\\ @[]:") + ["é", "ß", "\x7f", "\x01", "xn--", "a" * 64]),
+    max_size=12).map("".join)
+_PLAIN_LOCAL = st.from_regex(r"[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]{1,12}(\.[a-z0-9_+-]{1,6}){0,2}",
+                             fullmatch=True)
+_PLAIN_DOMAIN = st.from_regex(r"[a-zA-Z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\.[a-z0-9-]{1,8}){0,2}",
+                              fullmatch=True)
+_LOCAL = st.one_of(_PLAIN_LOCAL, _PLAIN_LOCAL, st.from_regex(r'"[ -~]{0,8}"', fullmatch=True),
+                   _WILD)
+_DOMAIN = st.one_of(_PLAIN_DOMAIN, _PLAIN_DOMAIN,
+                    st.from_regex(r"\[[0-9a-f:.]{2,16}", fullmatch=True), _WILD)
+
+
+@settings(max_examples=400, deadline=None)
+@given(local=_LOCAL, domain=_DOMAIN, tld=st.sampled_from(
+    [".com", ".org", ".museum", ".xn--p1ai", "", ".c", ".123", "]", ".com."]))
+def test_import_email_check_agrees_with_djangos_validate_email(local, domain, tld):
+    address = f"{local}@{domain}{tld}"
+    try:
+        validate_email(address)
+        expected = True
+    except ValidationError:
+        expected = False
+    try:
+        services._EagerEmailValidator()(address)
+        got = True
+    except ValidationError:
+        got = False
+    assert got == expected
+
+
+def test_invalid_address_is_reported_with_the_fields_wording():
+    with pytest.raises(ValidationError) as raised:
+        services.person_clean_values({"email": "ada@@example.org"}, definitions=[])
+    assert raised.value.message_dict == {"email": ["Enter a valid email address."]}
