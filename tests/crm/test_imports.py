@@ -747,3 +747,20 @@ def test_a_failed_run_logs_the_error_class_and_where_never_its_message(monkeypat
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "ValueError" in logged and "fail" in logged  # the class and the frame
     assert "secret.person" not in logged
+
+
+def test_new_peoples_ids_are_version_7_uuids_counting_up_from_now():
+    import time
+    import uuid
+
+    from crm.person_import import _uuid7_texts
+
+    before = time.time_ns() // 1_000_000
+    texts = _uuid7_texts(20_000)  # past 2**14: the counter carries into rand_a
+    after = time.time_ns() // 1_000_000
+    ids = [uuid.UUID(text) for text in texts]
+    assert [str(i) for i in ids] == texts
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(before <= i.int >> 80 <= after for i in (ids[0], ids[-1]))
+    assert len({i.int & (1 << 48) - 1 for i in ids}) == len(ids)  # random tails
