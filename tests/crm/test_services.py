@@ -288,3 +288,12 @@ def test_invalid_address_is_reported_with_the_fields_wording():
     with pytest.raises(ValidationError) as raised:
         services.person_clean_values({"email": "ada@@example.org"}, definitions=[])
     assert raised.value.message_dict == {"email": ["Enter a valid email address."]}
+
+
+@given(st.text(alphabet="0123456789", min_size=1, max_size=19))
+def test_card_check_digit_is_the_textbook_luhn_check(digits):
+    total = 0
+    for place, digit in enumerate(reversed(digits)):
+        value = int(digit) * (2 if place % 2 else 1)
+        total += value - 9 if value > 9 else value
+    assert services._luhn_ok(digits) == (total % 10 == 0)
