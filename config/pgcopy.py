@@ -71,12 +71,12 @@ class CopyRows:
         self.fields = [f for f in model._meta.concrete_fields
                        if not (f.primary_key and f.get_internal_type().endswith("AutoField"))]
         self.index = {f.attname: i for i, f in enumerate(self.fields)}
-        self.defaults = [
+        defaults = [
             now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
             else (f.get_default() if f.has_default() or not f.null else None)
             for f in self.fields
         ]
-        self._template = [copy_text(v) for v in self.defaults]
+        self._template = [copy_text(v) for v in defaults]
         self.postgres = connections[using].vendor == "postgresql"
         self._rows: list = []
         self._texts: list = []  # rows formatted elsewhere (`add_text`), and how many
@@ -112,6 +112,27 @@ class CopyRows:
         """The COPY texts of a row of defaults and the positions of `names` in it: for code that
         formats rows itself (another process) and hands them back with `add_text`."""
         return self._template.copy(), self.slots(*names)
+
+    def join(self, *names: str) -> tuple[int, tuple]:
+        """Make the columns `names` one slot of every row, holding their COPY texts joined by
+        tabs in this order — for values formatted together elsewhere (`fill_joined`). They go
+        last in the COPY's column list and have no slot of their own (`add` cannot set them).
+        PostgreSQL only, before any row is added. Returns the slot and the texts of their
+        defaults, in order."""
+        if not self.postgres or self._rows or self._texts:
+            raise ValueError("Join columns on PostgreSQL, before adding rows.")
+        defaults = dict(zip((f.attname for f in self.fields), self._template, strict=True))
+        kept = [f for f in self.fields if f.attname not in names]
+        self.fields = kept + [self.fields[self.index[name]] for name in names]
+        absent = tuple(defaults[name] for name in names)
+        self._template = [defaults[f.attname] for f in kept] + ["\t".join(absent)]
+        self.index = {f.attname: i for i, f in enumerate(kept)}
+        return len(kept), absent
+
+    def fill_joined(self, slot: int, texts: list) -> None:
+        """Set the joined slot (`join`) of every row added since the last write, in order."""
+        for row, text in zip(self._rows, texts, strict=True):
+            row[slot] = text
 
     def add_text(self, text: str, count: int) -> None:
         """`count` rows already in COPY's text format, one per line (PostgreSQL only)."""

@@ -172,19 +172,22 @@ def _people_rows(people: list[dict], *, actor, definitions, helper=None):
     rows = CopyRows(Person, now=now)
     audit = CopyRows(AuditEntry, now=now)
     actor_id = actor.pk if getattr(actor, "pk", None) else None
-    # Per encrypted core field: its position in the sealer, its mask and index columns.
-    specs = {name: (sealer.field(context=c.context, mask_rule=c.mask_rule),
-                    (c.mask_field, c.index_field))
-             for name, c in _ENCRYPTED_COLUMNS.items()}
+    # The encrypted core fields, registered with the sealer in ENCRYPTED_CORE's order, and
+    # their values: one list per field, aligned with `ids` ("" for none).
+    for c in _ENCRYPTED_COLUMNS.values():
+        sealer.field(context=c.context, mask_rule=c.mask_rule)
+    columns = tuple([cleaned.get(name) or "" for cleaned in people] for name in ENCRYPTED_CORE)
     ids = _uuid7_texts(len(people))
-    # Sealing binds each value to the row id, so the ids exist before the COPY.
-    to_seal, sealed_rows = [], []
-    for position, (pk, cleaned) in enumerate(zip(ids, people, strict=True)):
-        names = tuple(name for name in ENCRYPTED_CORE if cleaned.get(name))
-        if names:
-            to_seal.append((pk, [(specs[name][0], cleaned[name]) for name in names]))
-            sealed_rows.append((position, names))
-    sealed = sealer.seal_new_subjects(to_seal, as_text=rows.postgres)
+    # Sealing binds each value to the row id, so the ids exist before the COPY. On PostgreSQL
+    # each row's sealed columns are one slot, filled with one text per person.
+    if not any(map(any, columns)):
+        sealed = None  # no encrypted core value in this chunk
+    elif rows.postgres:
+        joined, texts = rows.join(*_SEALED_COLUMNS)
+        absent = tuple(zip(*[iter(texts)] * 3, strict=True))  # per field: its three columns
+        sealed = sealer.seal_new_subjects(ids, columns, absent=absent)
+    else:
+        sealed = sealer.seal_new_subjects(ids, columns)
     add_audit = audit.adder("person_id", "action", "actor_id", "fields", "source", "at")
     at = now.isoformat() if audit.postgres else now
     for pk, cleaned in zip(ids, people, strict=True):
@@ -206,13 +209,15 @@ def _people_rows(people: list[dict], *, actor, definitions, helper=None):
                   _fields_json(fields) if audit.postgres else sorted(fields), Source.IMPORT, at)
 
     def fill_sealed():
-        # Each sealed value comes as (sealed value, mask, blind index), fields in `names` order.
-        slots = {}  # names -> where their columns are, in that order (rows share a few)
-        for (position, names), sealed_values in zip(sealed_rows, sealed.result(), strict=True):
-            if names not in slots:
-                slots[names] = rows.slots(*(column for name in names for column in (
-                    name, *specs[name][1])))
-            rows.fill(position, slots[names], sealed_values)
+        if sealed is None:
+            return
+        if rows.postgres:
+            rows.fill_joined(joined, sealed.result())
+            return
+        slots = rows.slots(*_SEALED_COLUMNS)
+        for position, values in enumerate(sealed.result()):
+            if values is not None:
+                rows.fill(position, slots, values)
 
     return rows, audit, sealer, fill_sealed
 
@@ -240,3 +245,7 @@ def _uuid7_texts(count: int) -> list[str]:
 
 _RELATED = ("organisation", "owner")
 _ENCRYPTED_COLUMNS = {name: Person._meta.get_field(name) for name in ENCRYPTED_CORE}
+# Each encrypted core field's columns — its sealed value, mask and blind index — in the order the
+# sealer gives them.
+_SEALED_COLUMNS = tuple(column for name, c in _ENCRYPTED_COLUMNS.items()
+                        for column in (name, c.mask_field, c.index_field))

@@ -31,6 +31,7 @@ from .sealing import FRAME_HEAD, NewKeySealer, frame, unframe, value_aad
 
 logger = logging.getLogger(__name__)
 _KEY_COLUMNS = ("subject_id", "key_id", "master_key_id", "wrapped")
+_NO_VALUE = (None, "", "")  # an encrypted field without a value: its value, mask, blind index
 
 
 class SealingHelperError(Exception):
@@ -73,12 +74,12 @@ class SealingHelper:
     def alive(self) -> bool:
         return self._process.poll() is None
 
-    def submit(self, fields: tuple, key_shape: tuple, subjects: list, *, answer) -> None:
-        """Send a request; its answer goes to `answer` (a `Sealed`), read when it asks or when
-        the next request is sent."""
+    def submit(self, request: tuple, *, answer) -> None:
+        """Send a request (the arguments of `NewKeySealer.seal_as_text` but `text`); its answer
+        goes to `answer` (a `Sealed`), read when it asks or when the next request is sent."""
         if self._outstanding is not None:
             self._outstanding.result()
-        self._send((fields, key_shape, subjects))
+        self._send(request)
         self._outstanding = answer
 
     def result(self) -> list:
@@ -179,48 +180,69 @@ class NewSubjectSealer:
         return header + nonce + aead.encrypt(nonce, plaintext.encode(),
                                              value_aad(context, subject))
 
-    def seal_new_subjects(self, subjects: list, *, as_text: bool = False) -> "Sealed":
-        """Seal [(subject, [(field position, plaintext)])], each subject's values at once →
-        a `Sealed` whose `result()` is, per subject in order, (sealed value, mask, blind index)
-        of each of its values, flat — as EncryptedField stores them, or `as_text` in COPY's
-        text format (`CopyRows.fill`).
+    def seal_new_subjects(self, subjects: list, columns: tuple, *,
+                          absent: tuple | None = None) -> "Sealed":
+        """Seal the values of new subjects (their ids as text). `columns` holds one list per
+        registered field, in order, aligned with `subjects`: the plaintext, or "" for none. A
+        subject without any value gets no data key.
 
-        With a helper (and `as_text`) the work is sent to it and `result()` collects it: do the
+        → a `Sealed` whose `result()` has an entry per subject. With `absent` — per field, the
+        COPY texts of its three columns when it has no value — a text for a `CopyRows.join`
+        slot: per field (sealed value, mask, blind index) in COPY's text format, or its absent
+        texts, all joined by tabs. Without, the flat tuple of those values as EncryptedField
+        stores them (None, "", "" for a field without a value), or None for a subject with
+        none.
+
+        With a helper (and `absent`) the work is sent to it and `result()` collects it: do the
         rest of the chunk in between. Subjects this sealer already keyed (with `seal`) stay
         here.
         """
         fields = tuple(self._fields)
-        if self._helper is not None and as_text and self._keys.postgres and subjects and not any(
-                subject in self._ciphers for subject, _values in subjects):
-            sealed = Sealed(self, fields, subjects, helper=self._helper)
+        if self._helper is not None and absent is not None and self._keys.postgres \
+                and subjects and not any(subject in self._ciphers for subject in subjects):
+            request = (fields, self._keys.shape(*_KEY_COLUMNS), absent, subjects, columns)
+            sealed = Sealed(self, request, helper=self._helper)
             try:
-                self._helper.submit(fields, self._keys.shape(*_KEY_COLUMNS), subjects,
-                                    answer=sealed)
+                self._helper.submit(request, answer=sealed)
                 return sealed
             except SealingHelperError:
                 self._helper_failed(self._helper)
-        return Sealed(self, fields, subjects, done=self._seal_here(fields, subjects, as_text))
+        return Sealed(self, (fields, None, absent, subjects, columns),
+                      done=self._seal_here(fields, absent, subjects, columns))
 
-    def _seal_here(self, fields: tuple, subjects: list, as_text: bool) -> list:
+    def _seal_here(self, fields: tuple, absent, subjects: list, columns: tuple) -> list:
         prepared = self._core.prepare(fields)
+        as_text = absent is not None
+        none = "\t".join(cell for field in absent for cell in field) if as_text else None
         out = []
-        for subject, values in subjects:
+        for subject, values in zip(subjects, zip(*columns, strict=True), strict=True):
+            if not any(values):
+                out.append(none)
+                continue
             _key_id, aead, header = self._cipher(subject)
-            sealed = self._core.seal(aead, header, subject, values, prepared)
-            out.append(tuple(copy_text(v) if as_text else v for each in sealed for v in each))
+            sealed = iter(self._core.seal(aead, header, subject, [
+                (position, value) for position, value in enumerate(values) if value], prepared))
+            flat = []
+            for position, value in enumerate(values):
+                if value:
+                    flat += map(copy_text, next(sealed)) if as_text else next(sealed)
+                else:
+                    flat += absent[position] if as_text else _NO_VALUE
+            out.append("\t".join(flat) if as_text else tuple(flat))
         return out
 
-    def _from_helper(self, helper: SealingHelper, fields: tuple, subjects: list) -> list:
+    def _from_helper(self, helper: SealingHelper, request: tuple) -> list:
+        fields, _key_shape, absent, subjects, columns = request
         try:
-            keys, texts = helper.result()
-            if [len(t) for t in texts] != [3 * len(values) for _s, values in subjects]:
+            keys, joined = helper.result()
+            if len(joined) != len(subjects) or any(type(text) is not str for text in joined):
                 raise SealingHelperError("The sealing helper answered for other subjects.")
         except (SealingHelperError, TypeError, ValueError):
             self._helper_failed(helper)
-            return self._seal_here(fields, subjects, True)
-        self._keys.add_text(keys, len(texts))
-        self._elsewhere.update(subject for subject, _values in subjects)
-        return texts
+            return self._seal_here(fields, absent, subjects, columns)
+        self._keys.add_text(keys, keys.count("\n") + 1 if keys else 0)
+        self._elsewhere.update(subjects)
+        return joined
 
     def _helper_failed(self, helper: SealingHelper) -> None:
         logger.warning("The sealing helper stopped; sealing in the import's own process.")
@@ -245,11 +267,10 @@ class NewSubjectSealer:
 class Sealed:
     """The sealed values of `NewSubjectSealer.seal_new_subjects`, done or on their way."""
 
-    def __init__(self, sealer, fields, subjects, *, helper=None, done=None):
-        self._sealer, self._fields, self._subjects = sealer, fields, subjects
-        self._helper, self._done = helper, done
+    def __init__(self, sealer, request: tuple, *, helper=None, done=None):
+        self._sealer, self._request, self._helper, self._done = sealer, request, helper, done
 
     def result(self) -> list:
         if self._done is None:
-            self._done = self._sealer._from_helper(self._helper, self._fields, self._subjects)
+            self._done = self._sealer._from_helper(self._helper, self._request)
         return self._done

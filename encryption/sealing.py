@@ -122,12 +122,16 @@ class NewKeySealer:
             out.append((blob, mask_(plaintext), tagger(plaintext) if tagger else ""))
         return out
 
-    def seal_as_text(self, fields: tuple, key_shape: tuple, subjects: list, text) -> tuple:
-        """Seal [(subject, [(field position, plaintext)])], each subject under a fresh data key,
-        straight to COPY's text format (`text` converts one value): → (the data-key rows, one
-        per line, laid out as `key_shape` — a row of defaults and the positions of subject, key
-        id, master key id and wrapped key — and per subject the texts of (sealed value, mask,
-        blind index) of each of its values, flat).
+    def seal_as_text(self, fields: tuple, key_shape: tuple, absent: tuple, subjects: list,
+                     columns: tuple, text) -> tuple:
+        """Seal the values of new subjects, each subject with any under a fresh data key,
+        straight to COPY's text format (`text` converts one value).
+
+        `columns` holds one list per field, aligned with `subjects`: the plaintext, or "" for
+        none. → (the data-key rows, one per line, laid out as `key_shape` — a row of defaults
+        and the positions of subject, key id, master key id and wrapped key; per subject one
+        text: for each field the texts of (sealed value, mask, blind index), or the field's
+        `absent` texts where it has no value, all joined by tabs — a slot of `CopyRows.join`).
 
         The same keys, wrapping and values as `new_key` and `seal`, with their steps inlined:
         this is the sealing helper's whole work, ~2 µs of cryptography per value, which the
@@ -140,8 +144,12 @@ class NewKeySealer:
         row[at_master] = text(self.master_id).replace("{", "{{").replace("}", "}}")
         key_line = "\t".join(row).format
         wrap, master_header = self._master.encrypt, self._master_header
-        lines, texts = [], []
-        for subject, values in subjects:
+        none = "\t".join(cell for field in absent for cell in field)
+        lines, joined = [], []
+        for subject, values in zip(subjects, zip(*columns, strict=True), strict=True):
+            if not any(values):
+                joined.append(none)
+                continue
             random = self.take(_KEY_RANDOM + NONCE_BYTES * len(values))
             key_id = random[DATA_KEY_BYTES:_KEY_ID_END].hex()
             nonce = random[_KEY_ID_END:_KEY_RANDOM]
@@ -150,16 +158,19 @@ class NewKeySealer:
             lines.append(key_line(text(subject), key_id, wrapped.hex()))
             encrypt, header = AESGCM(random[:DATA_KEY_BYTES]).encrypt, sealed_header(key_id)
             bound, out, at = subject.encode(), [], _KEY_RANDOM
-            for position, plaintext in values:
-                prefix, mask_, tagger = prepared[position]
+            for (prefix, mask_, tagger), plaintext, default in zip(prepared, values, absent,
+                                                                   strict=True):
+                if not plaintext:
+                    out += default
+                    continue
                 nonce, at = random[at:at + NONCE_BYTES], at + NONCE_BYTES
                 masked = mask_(plaintext)
                 out += ("\\\\x" + (header + nonce + encrypt(nonce, plaintext.encode(),
                                                               prefix + bound)).hex(),
                         masked if masked.isprintable() and "\\" not in masked else text(masked),
                         tagger(plaintext) if tagger else "")
-            texts.append(out)
-        return "\n".join(lines), texts
+            joined.append("\t".join(out))
+        return "\n".join(lines), joined
 
     def take(self, size: int) -> bytes:
         """Fresh random bytes, cut from one system read per ~64 KiB (a read per value costs as
@@ -205,16 +216,16 @@ def read_frame(stream):
 
 def serve(requests, replies, text) -> None:
     """The helper's loop: a first frame (master key id, master key), then one reply per request
-    (fields, key shape, subjects: see `NewKeySealer.seal_as_text`) until the parent closes the
+    (the arguments of `NewKeySealer.seal_as_text` but `text`) until the parent closes the
     pipe."""
     master_id, master_key = read_frame(requests)
     sealer = NewKeySealer(master_id=master_id, master_key=master_key)
     while True:
         try:
-            fields, key_shape, subjects = read_frame(requests)
+            request = read_frame(requests)
         except EOFError:
             return
-        write_frame(replies, sealer.seal_as_text(fields, key_shape, subjects, text))
+        write_frame(replies, sealer.seal_as_text(*request, text))
 
 
 if __name__ == "__main__":

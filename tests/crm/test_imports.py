@@ -764,3 +764,25 @@ def test_new_peoples_ids_are_version_7_uuids_counting_up_from_now():
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     assert all(before <= i.int >> 80 <= after for i in (ids[0], ids[-1]))
     assert len({i.int & (1 << 48) - 1 for i in ids}) == len(ids)  # random tails
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+def test_copy_rows_joined_columns_are_written_from_one_text_a_row():
+    import uuid
+
+    from config.pgcopy import CopyRows
+
+    rows = CopyRows(Person, now=clock.now())
+    slot, absent = rows.join("national_id_mask", "first_name")
+    assert absent == ("", "")
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    for i, pk in enumerate(ids):
+        rows.add({"id": pk, "email": f"j{i}@example.org"})
+    with pytest.raises(KeyError):  # a joined column has no slot of its own
+        rows.add({"id": uuid.uuid4(), "first_name": "Ada"})
+    with pytest.raises(ValueError):
+        rows.join("last_name")  # rows were added
+    rows.fill_joined(slot, ["••34\tAda", "\tGrace"])
+    assert rows.write() == 2
+    assert [Person.objects.values_list("national_id_mask", "first_name").get(pk=pk)
+            for pk in ids] == [("••34", "Ada"), ("", "Grace")]

@@ -8,44 +8,51 @@ from config.pgcopy import copy_text
 from encryption.cipher import NONCE_BYTES, sealed_header
 from encryption.sealing import NewKeySealer, data_key_aad, value_aad
 
+MASKS = {"AB12345678": "••••••5678", "4000000000000002": "40" + "•" * 14, "ZZ99": "••99"}
+ABSENT = (("\\N", "", ""), ("\\N", "-", "-"))  # per field: its columns' texts without a value
+
 
 def _bytea(text: str) -> bytes:
     assert text.startswith("\\\\x")  # COPY text of bytea hex input
     return bytes.fromhex(text[3:])
 
 
-MASKS = {"AB12345678": "••••••5678", "4000000000000002": "40" + "•" * 14, "ZZ99": "••99"}
+def _opened(key: bytes, text: str, key_id: str, aad: bytes) -> bytes:
+    blob, head = _bytea(text), sealed_header(key_id)
+    assert blob.startswith(head)
+    nonce = blob[len(head):len(head) + NONCE_BYTES]
+    return AESGCM(key).decrypt(nonce, blob[len(head) + NONCE_BYTES:], aad)
 
 
 def test_helper_rows_open_with_the_master_key_and_keep_the_templates_other_cells():
     master = os.urandom(32)
     sealer = NewKeySealer(master_id="m{1}", master_key=master)
     template = ["{}", "\\N", "a}b", "x", "y", "z"]  # braces: the row is built by str.format
-    fields = (("crm.person.national_id", "last:4", None), ("crm.person.card_number", "first:2",
-                                                          os.urandom(32)))
-    subjects = [("s-1", [(0, "AB12345678")]), ("s-2", [(1, "4000000000000002"),
-                                                      (0, "ZZ99")])]
-    lines, texts = sealer.seal_as_text(fields, (template, (1, 3, 4, 5)), subjects, copy_text)
+    fields = (("crm.person.national_id", "last:4", None),
+              ("crm.person.card_number", "first:2", os.urandom(32)))
+    subjects = ["s-1", "s-2", "s-3"]
+    columns = (["AB12345678", "ZZ99", ""], ["", "4000000000000002", ""])
+    lines, joined = sealer.seal_as_text(fields, (template, (1, 3, 4, 5)), ABSENT, subjects,
+                                        columns, copy_text)
 
     rows = [line.split("\t") for line in lines.split("\n")]
-    assert len(rows) == 2
-    for (subject, values), row, flat in zip(subjects, rows, texts, strict=True):
-        assert (row[0], row[1], row[2], row[4]) == ("{}", subject, "a}b", "m{1}")
-        key_id, wrapped = row[3], _bytea(row[5])
-        head = sealed_header("m{1}")
-        assert wrapped.startswith(head)
-        nonce = wrapped[len(head):len(head) + NONCE_BYTES]
-        data_key = AESGCM(master).decrypt(nonce, wrapped[len(head) + NONCE_BYTES:],
-                                          data_key_aad(subject, key_id))
-        assert len(flat) == 3 * len(values)
-        for (position, plaintext), at in zip(values, range(0, len(flat), 3), strict=True):
-            blob = _bytea(flat[at])
-            head = sealed_header(key_id)
-            nonce = blob[len(head):len(head) + NONCE_BYTES]
-            context = fields[position][0]
-            assert AESGCM(data_key).decrypt(nonce, blob[len(head) + NONCE_BYTES:],
-                                            value_aad(context, subject)).decode() == plaintext
-            assert flat[at + 1] == MASKS[plaintext]
+    assert [row[1] for row in rows] == ["s-1", "s-2"]  # no data key without a value
+    assert joined[2] == "\\N\t\t\t\\N\t-\t-"
+    for subject, row, text, values in zip(subjects, rows, joined, zip(*columns, strict=True),
+                                          strict=False):
+        assert (row[0], row[2], row[4]) == ("{}", "a}b", "m{1}")
+        key_id = row[3]
+        data_key = _opened(master, row[5], "m{1}", data_key_aad(subject, key_id))
+        cells = text.split("\t")
+        assert len(cells) == 6
+        for (context, _rule, _key), plaintext, at, absent in zip(fields, values, (0, 3), ABSENT,
+                                                                strict=True):
+            if not plaintext:
+                assert tuple(cells[at:at + 3]) == absent
+                continue
+            assert _opened(data_key, cells[at], key_id, value_aad(context, subject)) == (
+                plaintext.encode())
+            assert cells[at + 1] == MASKS[plaintext]
     assert rows[0][3] != rows[1][3]  # a key of its own per subject
     # A blind-index tag only where the field has an index key.
-    assert (texts[0][2], len(texts[1][2]), texts[1][5]) == ("", 8, "")
+    assert (joined[0].split("\t")[2], len(joined[1].split("\t")[5])) == ("", 8)
