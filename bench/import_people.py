@@ -25,6 +25,7 @@ import io
 import os
 import resource
 import secrets
+import statistics
 import sys
 import tempfile
 import time
@@ -298,14 +299,22 @@ def main() -> None:
         ]
         only = set(args.only or [key for _n, key, *_rest in runs])
         rates: dict = {}
+        rounds: list = []  # each round's rates: its ratios pair runs made minutes apart
         for round_ in range(args.repeat):
+            rounds.append({})
             for number, key, label, func, kwargs in runs:
                 if key in only and (round_ == 0 or number in ("1", "2", "3", "3b")):
-                    rate = measure(label, func, path, **kwargs)[0]
+                    rate = rounds[-1][number] = measure(label, func, path, **kwargs)[0]
                     rates[number] = max(rates.get(number, 0), rate)
     if args.repeat > 1:
         print(f"best of {args.repeat}: " + ", ".join(
             f"({n}) {rate:,.0f} rows/s" for n, rate in rates.items()))
+        for top, bottom in (("1", "2"), ("1", "3")):
+            if top in rates and bottom in rates:
+                each = sorted(r[top] / r[bottom] for r in rounds)
+                print(f"({top})/({bottom}) round by round: "
+                      + ", ".join(f"{ratio:.2f}" for ratio in each)
+                      + f" (median {statistics.median(each):.2f})")
     for top, bottom, comment in (
         ("1", "2", "(target >= 0.7)"),
         ("1", "3", "(target >= 0.4)"),

@@ -48,6 +48,17 @@ def normalise(value: str) -> str:
 _NOISE = re.compile(r"[\s\-./]")
 
 
+def copy_str(value: str) -> str:
+    """A string in COPY's text format: backslash, tab, newline and CR escaped. The same as
+    `config.pgcopy.copy_text` for a string (a property test holds them equal), here so that
+    the helper process imports no Django, nor the Celery app that `config` starts (a quarter
+    of a second and ~10 MiB a helper)."""
+    if value.isprintable() and "\\" not in value:
+        return value
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace(
+        "\r", "\\r")
+
+
 def blind_tagger(key: bytes):
     """The blind-index tag of a value under one field's key: HMAC-SHA256 (RFC 2104), truncated.
 
@@ -123,9 +134,9 @@ class NewKeySealer:
         return out
 
     def seal_as_text(self, fields: tuple, key_shape: tuple, absent: tuple, subjects: list,
-                     columns: tuple, text) -> tuple:
+                     columns: tuple) -> tuple:
         """Seal the values of new subjects, each subject with any under a fresh data key,
-        straight to COPY's text format (`text` converts one value).
+        straight to COPY's text format.
 
         `columns` holds one list per field, aligned with `subjects`: the plaintext, or "" for
         none. → (the data-key rows, one per line, laid out as `key_shape` — a row of defaults
@@ -141,7 +152,7 @@ class NewKeySealer:
         template, (at_subject, at_key, at_master, at_wrapped) = key_shape
         row = [cell.replace("{", "{{").replace("}", "}}") for cell in template]
         row[at_subject], row[at_key], row[at_wrapped] = "{0}", "{1}", "\\\\x{2}"
-        row[at_master] = text(self.master_id).replace("{", "{{").replace("}", "}}")
+        row[at_master] = copy_str(self.master_id).replace("{", "{{").replace("}", "}}")
         key_line = "\t".join(row).format
         wrap, master_header = self._master.encrypt, self._master_header
         none = "\t".join(cell for field in absent for cell in field)
@@ -155,7 +166,7 @@ class NewKeySealer:
             nonce = random[_KEY_ID_END:_KEY_RANDOM]
             wrapped = master_header + nonce + wrap(nonce, random[:DATA_KEY_BYTES],
                                                    data_key_aad(subject, key_id))
-            lines.append(key_line(text(subject), key_id, wrapped.hex()))
+            lines.append(key_line(copy_str(subject), key_id, wrapped.hex()))
             encrypt, header = AESGCM(random[:DATA_KEY_BYTES]).encrypt, sealed_header(key_id)
             bound, out, at = subject.encode(), [], _KEY_RANDOM
             for (prefix, mask_, tagger), plaintext, default in zip(prepared, values, absent,
@@ -167,7 +178,7 @@ class NewKeySealer:
                 masked = mask_(plaintext)
                 out += ("\\\\x" + (header + nonce + encrypt(nonce, plaintext.encode(),
                                                               prefix + bound)).hex(),
-                        masked if masked.isprintable() and "\\" not in masked else text(masked),
+                        copy_str(masked),
                         tagger(plaintext) if tagger else "")
             joined.append("\t".join(out))
         return "\n".join(lines), joined
@@ -214,10 +225,9 @@ def read_frame(stream):
     return unframe(data)
 
 
-def serve(requests, replies, text) -> None:
+def serve(requests, replies) -> None:
     """The helper's loop: a first frame (master key id, master key), then one reply per request
-    (the arguments of `NewKeySealer.seal_as_text` but `text`) until the parent closes the
-    pipe."""
+    (the arguments of `NewKeySealer.seal_as_text`) until the parent closes the pipe."""
     master_id, master_key = read_frame(requests)
     sealer = NewKeySealer(master_id=master_id, master_key=master_key)
     while True:
@@ -225,11 +235,8 @@ def serve(requests, replies, text) -> None:
             request = read_frame(requests)
         except EOFError:
             return
-        write_frame(replies, sealer.seal_as_text(*request, text))
+        write_frame(replies, sealer.seal_as_text(*request))
 
 
 if __name__ == "__main__":
-    # COPY's text format is the import's, not ours (importing it brings Django's db module).
-    from config.pgcopy import copy_text
-
-    serve(sys.stdin.buffer, sys.stdout.buffer, copy_text)
+    serve(sys.stdin.buffer, sys.stdout.buffer)

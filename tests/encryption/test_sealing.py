@@ -3,10 +3,12 @@
 import os
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given
+from hypothesis import strategies as st
 
 from config.pgcopy import copy_text
 from encryption.cipher import NONCE_BYTES, sealed_header
-from encryption.sealing import NewKeySealer, data_key_aad, value_aad
+from encryption.sealing import NewKeySealer, copy_str, data_key_aad, value_aad
 
 MASKS = {"AB12345678": "••••••5678", "4000000000000002": "40" + "•" * 14, "ZZ99": "••99"}
 ABSENT = (("\\N", "", ""), ("\\N", "-", "-"))  # per field: its columns' texts without a value
@@ -33,7 +35,7 @@ def test_helper_rows_open_with_the_master_key_and_keep_the_templates_other_cells
     subjects = ["s-1", "s-2", "s-3"]
     columns = (["AB12345678", "ZZ99", ""], ["", "4000000000000002", ""])
     lines, joined = sealer.seal_as_text(fields, (template, (1, 3, 4, 5)), ABSENT, subjects,
-                                        columns, copy_text)
+                                        columns)
 
     rows = [line.split("\t") for line in lines.split("\n")]
     assert [row[1] for row in rows] == ["s-1", "s-2"]  # no data key without a value
@@ -56,3 +58,8 @@ def test_helper_rows_open_with_the_master_key_and_keep_the_templates_other_cells
     assert rows[0][3] != rows[1][3]  # a key of its own per subject
     # A blind-index tag only where the field has an index key.
     assert (joined[0].split("\t")[2], len(joined[1].split("\t")[5])) == ("", 8)
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("\\\t\n\r•")))
+def test_the_helpers_copy_text_of_a_string_is_the_imports(value):
+    assert copy_str(value) == copy_text(value)
