@@ -75,8 +75,8 @@ class SealingHelper:
         return self._process.poll() is None
 
     def submit(self, request: tuple, *, answer) -> None:
-        """Send a request (the arguments of `NewKeySealer.seal_as_text` but `text`); its answer
-        goes to `answer` (a `Sealed`), read when it asks or when the next request is sent."""
+        """Send a request (the arguments of `NewKeySealer.seal_as_text`); its answer goes to
+        `answer` (a `Sealed`), read when it asks or when the next request is sent."""
         if self._outstanding is not None:
             self._outstanding.result()
         self._send(request)
