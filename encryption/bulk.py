@@ -166,11 +166,10 @@ class NewSubjectSealer:
         self._keys = CopyRows(DataKey, now=clock.now(), using=keys_db())
         self._add_key = self._keys.adder(*_KEY_COLUMNS)
 
-    def field(self, *, context: str, mask_rule: str, indexed: bool = True) -> int:
+    def field(self, *, context: str, mask_rule: str, indexed: bool = True) -> None:
         """Register one encrypted field (its context, mask rule and, when `indexed`, blind
-        index); values name it by the position returned."""
+        index); `seal_new_subjects` takes a column of values per field, in this order."""
         self._fields.append((context, mask_rule, field_key(context) if indexed else None))
-        return len(self._fields) - 1
 
     def seal(self, plaintext: str, *, subject_id, context: str) -> bytes:
         """One value (a custom field's): sealed here, under the subject's new key."""
@@ -207,8 +206,7 @@ class NewSubjectSealer:
                 return sealed
             except SealingHelperError:
                 self._helper_failed(self._helper)
-        return Sealed(self, (fields, None, absent, subjects, columns),
-                      done=self._seal_here(fields, absent, subjects, columns))
+        return Sealed(self, None, done=self._seal_here(fields, absent, subjects, columns))
 
     def _seal_here(self, fields: tuple, absent, subjects: list, columns: tuple) -> list:
         prepared = self._core.prepare(fields)
@@ -233,15 +231,19 @@ class NewSubjectSealer:
 
     def _from_helper(self, helper: SealingHelper, request: tuple) -> list:
         fields, _key_shape, absent, subjects, columns = request
+        keyed = [subject for subject, values in zip(subjects, zip(*columns, strict=True),
+                                                    strict=True) if any(values)]
         try:
             keys, joined = helper.result()
-            if len(joined) != len(subjects) or any(type(text) is not str for text in joined):
+            # A value sealed under a key that is not saved could never be opened again.
+            if len(joined) != len(subjects) or any(type(text) is not str for text in joined) \
+                    or (keys.count("\n") + 1 if keys else 0) != len(keyed):
                 raise SealingHelperError("The sealing helper answered for other subjects.")
-        except (SealingHelperError, TypeError, ValueError):
+        except (SealingHelperError, TypeError, ValueError, AttributeError):
             self._helper_failed(helper)
             return self._seal_here(fields, absent, subjects, columns)
-        self._keys.add_text(keys, keys.count("\n") + 1 if keys else 0)
-        self._elsewhere.update(subjects)
+        self._keys.add_text(keys, len(keyed))
+        self._elsewhere.update(keyed)
         return joined
 
     def _helper_failed(self, helper: SealingHelper) -> None:
@@ -267,10 +269,11 @@ class NewSubjectSealer:
 class Sealed:
     """The sealed values of `NewSubjectSealer.seal_new_subjects`, done or on their way."""
 
-    def __init__(self, sealer, request: tuple, *, helper=None, done=None):
+    def __init__(self, sealer, request: tuple | None, *, helper=None, done=None):
         self._sealer, self._request, self._helper, self._done = sealer, request, helper, done
 
     def result(self) -> list:
         if self._done is None:
             self._done = self._sealer._from_helper(self._helper, self._request)
+            self._request = None  # the plaintext columns are not kept longer than needed
         return self._done

@@ -786,3 +786,25 @@ def test_copy_rows_joined_columns_are_written_from_one_text_a_row():
     assert rows.write() == 2
     assert [Person.objects.values_list("national_id_mask", "first_name").get(pk=pk)
             for pk in ids] == [("••34", "Ada"), ("", "Grace")]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_helper_answer_missing_a_key_row_is_sealed_again_in_process(helpers, monkeypatch):
+    from encryption.bulk import SealingHelper
+
+    real_result = SealingHelper.result
+
+    def result(self):
+        keys, joined = real_result(self)
+        return keys.rpartition("\n")[0], joined  # one person's data key left out
+
+    monkeypatch.setattr(SealingHelper, "result", result)
+    rows = "".join(f"N{i},L,p{i}@example.org,,ID{i:06d},{card(i)}\n" for i in range(4))
+    job = run_import(HEADER + rows)
+    assert (job.state, job.created_count) == ("done", 4)
+    assert not helpers[0].alive  # dropped at its first short answer
+    for i in range(4):
+        person = Person.objects.get(email=f"p{i}@example.org")
+        assert (opened(person, "national_id"), opened(person, "card_number")) == (
+            f"ID{i:06d}", card(i))
+    assert DataKey.objects.count() == 4
