@@ -88,8 +88,9 @@ class CopyRows:
             return
         row = self._template.copy()
         index = self.index
-        for name, value in values.items():
-            row[index[name]] = copy_text(value)
+        for name, value in values.items():  # copy_text's common case inline: a plain string
+            row[index[name]] = value if type(value) is str and value.isprintable() \
+                and "\\" not in value else copy_text(value)
         self._rows.append(row)
 
     def adder(self, *names: str):
@@ -107,6 +108,21 @@ class CopyRows:
             append(row)
 
         return add
+
+    def formatter(self, *names: str, **values):
+        """Rows alike but for `names`, as one line of COPY text each: `formatter("a", "b",
+        c=1)(a_text, b_text)` gives the line of a row of defaults with c set to 1 and a and b
+        to the texts given (already in COPY's text format); `add_text` takes the lines.
+        PostgreSQL only."""
+        if not self.postgres:
+            raise ValueError("Rows in COPY's text format are for PostgreSQL.")
+        row = self._template.copy()
+        for name, value in values.items():
+            row[self.index[name]] = copy_text(value)
+        row = [cell.replace("{", "{{").replace("}", "}}") for cell in row]
+        for number, slot in enumerate(self.slots(*names)):
+            row[slot] = f"{{{number}}}"
+        return "\t".join(row).format
 
     def shape(self, *names: str) -> tuple[list, tuple]:
         """The COPY texts of a row of defaults and the positions of `names` in it: for code that

@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from config import clock
-from config.pgcopy import CopyRows
+from config.pgcopy import CopyRows, copy_text
 from encryption.bulk import NewSubjectSealer, SealingHelper
 
 from .models import AuditEntry, FieldDefinition, Person
@@ -188,25 +188,34 @@ def _people_rows(people: list[dict], *, actor, definitions, helper=None):
         sealed = sealer.seal_new_subjects(ids, columns, absent=absent)
     else:
         sealed = sealer.seal_new_subjects(ids, columns)
-    add_audit = audit.adder("person_id", "action", "actor_id", "fields", "source", "at")
-    at = now.isoformat() if audit.postgres else now
+    if audit.postgres:  # every audit row alike but for its person and field names
+        audit_line = audit.formatter("person_id", "fields", action="create", actor_id=actor_id,
+                                     source=Source.IMPORT, at=now)
+        audit_lines = []
+    else:
+        add_audit = audit.adder("person_id", "action", "actor_id", "fields", "source", "at")
     for pk, cleaned in zip(ids, people, strict=True):
-        values = {"id": pk}
+        values = {_COLUMN_OF[name]: value for name, value in cleaned.items()
+                  if name in _COLUMN_OF}
+        values["id"] = pk
+        for name in _RELATED:
+            if name in cleaned:
+                values[f"{name}_id"] = cleaned[name].pk if cleaned[name] is not None else None
         custom = cleaned.get("custom") or {}
         if not sealed_custom.isdisjoint(custom):
             custom = _seal_custom(custom, subject_id=pk, definitions=definitions,
                                   seal=sealer.seal)
-        for name, value in cleaned.items():
-            if name in _RELATED:
-                values[f"{name}_id"] = value.pk if value is not None else None
-            elif name != "custom" and name not in ENCRYPTED_CORE:
-                values[name] = value
+            cleaned = {**cleaned, "custom": custom}
         if custom:
             values["custom"] = custom
         rows.add(values)
-        fields = tuple(_set_fields({**cleaned, "custom": custom}))
-        add_audit(pk, "create", actor_id,
-                  _fields_json(fields) if audit.postgres else sorted(fields), Source.IMPORT, at)
+        fields = tuple(_set_fields(cleaned))
+        if audit.postgres:
+            audit_lines.append(audit_line(pk, _fields_text(fields)))
+        else:
+            add_audit(pk, "create", actor_id, sorted(fields), Source.IMPORT, now)
+    if audit.postgres:
+        audit.add_text("\n".join(audit_lines), len(audit_lines))
 
     def fill_sealed():
         if sealed is None:
@@ -223,8 +232,9 @@ def _people_rows(people: list[dict], *, actor, definitions, helper=None):
 
 
 @functools.lru_cache(maxsize=256)
-def _fields_json(fields: tuple) -> str:
-    return json.dumps(sorted(fields))  # imported rows share a few field sets
+def _fields_text(fields: tuple) -> str:
+    """The audit row's field names, sorted, as COPY text of JSON (rows share a few sets)."""
+    return copy_text(json.dumps(sorted(fields)))
 
 
 def _uuid7_texts(count: int) -> list[str]:
@@ -244,6 +254,10 @@ def _uuid7_texts(count: int) -> list[str]:
 
 
 _RELATED = ("organisation", "owner")
+# A cleaned value's column on the people row, for the fields that are copied as they are (not
+# the related records, `custom`, or the sealed fields).
+_COLUMN_OF = {f.name: f.attname for f in Person._meta.concrete_fields
+              if f.name not in (*_RELATED, "custom", *ENCRYPTED_CORE)}
 _ENCRYPTED_COLUMNS = {name: Person._meta.get_field(name) for name in ENCRYPTED_CORE}
 # Each encrypted core field's columns — its sealed value, mask and blind index — in the order the
 # sealer gives them.

@@ -808,3 +808,23 @@ def test_a_helper_answer_missing_a_key_row_is_sealed_again_in_process(helpers, m
         assert (opened(person, "national_id"), opened(person, "card_number")) == (
             f"ID{i:06d}", card(i))
     assert DataKey.objects.count() == 4
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+def test_copy_rows_formatter_lines_write_rows_alike_but_for_the_columns_given():
+    import uuid
+
+    from config.pgcopy import CopyRows, copy_text
+
+    now = clock.now()
+    audit = CopyRows(AuditEntry, now=now)
+    line = audit.formatter("person_id", "fields", action="create", source="import", at=now)
+    ids = [uuid.uuid4(), uuid.uuid4()]
+    fields = [["email"], ["a{b}", "tab\there"]]  # braces survive str.format; tabs are escaped
+    audit.add_text("\n".join(line(str(pk), copy_text(names)) for pk, names in zip(
+        ids, fields, strict=True)), 2)
+    assert audit.write() == 2
+    rows = AuditEntry.objects.filter(person_id__in=ids)
+    assert {(r.person_id, tuple(r.fields), r.action, r.source, r.at, r.actor_id)
+            for r in rows} == {(pk, tuple(names), "create", "import", now, None)
+                               for pk, names in zip(ids, fields, strict=True)}
