@@ -109,11 +109,12 @@ class CopyRows:
 
         return add
 
-    def formatter(self, *names: str, **values):
-        """Rows alike but for `names`, as one line of COPY text each: `formatter("a", "b",
-        c=1)(a_text, b_text)` gives the line of a row of defaults with c set to 1 and a and b
-        to the texts given (already in COPY's text format); `add_text` takes the lines.
-        PostgreSQL only."""
+    def line_template(self, *names: str, **values) -> str:
+        """Rows alike but for `names`, as a `str.format` template of one line of COPY text:
+        `line_template("a", "b", c=1).format(a_text, b_text)` is the line of a row of defaults
+        with c set to 1 and a and b to the texts given (already in COPY's text format);
+        `add_text` takes the lines. The template is a plain string, so another process (the
+        sealing helper) can fill it too. PostgreSQL only."""
         if not self.postgres:
             raise ValueError("Rows in COPY's text format are for PostgreSQL.")
         row = self._template.copy()
@@ -122,12 +123,7 @@ class CopyRows:
         row = [cell.replace("{", "{{").replace("}", "}}") for cell in row]
         for number, slot in enumerate(self.slots(*names)):
             row[slot] = f"{{{number}}}"
-        return "\t".join(row).format
-
-    def shape(self, *names: str) -> tuple[list, tuple]:
-        """The COPY texts of a row of defaults and the positions of `names` in it: for code that
-        formats rows itself (another process) and hands them back with `add_text`."""
-        return self._template.copy(), self.slots(*names)
+        return "\t".join(row)
 
     def join(self, *names: str) -> tuple[int, tuple]:
         """Make the columns `names` one slot of every row, holding their COPY texts joined by

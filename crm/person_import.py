@@ -189,8 +189,8 @@ def _people_rows(people: list[dict], *, actor, definitions, helper=None):
     else:
         sealed = sealer.seal_new_subjects(ids, columns)
     if audit.postgres:  # every audit row alike but for its person and field names
-        audit_line = audit.formatter("person_id", "fields", action="create", actor_id=actor_id,
-                                     source=Source.IMPORT, at=now)
+        audit_line = audit.line_template("person_id", "fields", action="create",
+                                         actor_id=actor_id, source=Source.IMPORT, at=now).format
         audit_lines = []
     else:
         add_audit = audit.adder("person_id", "action", "actor_id", "fields", "source", "at")

@@ -199,7 +199,9 @@ class NewSubjectSealer:
         fields = tuple(self._fields)
         if self._helper is not None and absent is not None and self._keys.postgres \
                 and subjects and not any(subject in self._ciphers for subject in subjects):
-            request = (fields, self._keys.shape(*_KEY_COLUMNS), absent, subjects, columns)
+            key_line = self._keys.line_template("subject_id", "key_id", "wrapped",
+                                                master_key_id=self._master_id)
+            request = (fields, key_line, absent, subjects, columns)
             sealed = Sealed(self, request, helper=self._helper)
             try:
                 self._helper.submit(request, answer=sealed)
@@ -230,7 +232,7 @@ class NewSubjectSealer:
         return out
 
     def _from_helper(self, helper: SealingHelper, request: tuple) -> list:
-        fields, _key_shape, absent, subjects, columns = request
+        fields, _key_line, absent, subjects, columns = request
         keyed = [subject for subject, values in zip(subjects, zip(*columns, strict=True),
                                                     strict=True) if any(values)]
         try:

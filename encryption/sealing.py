@@ -133,14 +133,14 @@ class NewKeySealer:
             out.append((blob, mask_(plaintext), tagger(plaintext) if tagger else ""))
         return out
 
-    def seal_as_text(self, fields: tuple, key_shape: tuple, absent: tuple, subjects: list,
+    def seal_as_text(self, fields: tuple, key_line: str, absent: tuple, subjects: list,
                      columns: tuple) -> tuple:
         """Seal the values of new subjects, each subject with any under a fresh data key,
         straight to COPY's text format.
 
         `columns` holds one list per field, aligned with `subjects`: the plaintext, or "" for
-        none. → (the data-key rows, one per line, laid out as `key_shape` — a row of defaults
-        and the positions of subject, key id, master key id and wrapped key; per subject one
+        none. → (the data-key rows, one per line, each `key_line` (a `CopyRows.line_template`)
+        filled with the texts of subject, key id and wrapped key; per subject one
         text: for each field the texts of (sealed value, mask, blind index), or the field's
         `absent` texts where it has no value, all joined by tabs — a slot of `CopyRows.join`).
 
@@ -149,11 +149,7 @@ class NewKeySealer:
         calls and tuples around it had tripled."""
         prepared = [(prefix.encode(), mask_, tagger)
                     for prefix, mask_, tagger in self.prepare(fields)]
-        template, (at_subject, at_key, at_master, at_wrapped) = key_shape
-        row = [cell.replace("{", "{{").replace("}", "}}") for cell in template]
-        row[at_subject], row[at_key], row[at_wrapped] = "{0}", "{1}", "\\\\x{2}"
-        row[at_master] = copy_str(self.master_id).replace("{", "{{").replace("}", "}}")
-        key_line = "\t".join(row).format
+        key_line = key_line.format
         wrap, master_header = self._master.encrypt, self._master_header
         none = "\t".join(cell for field in absent for cell in field)
         lines, joined = [], []
@@ -166,7 +162,7 @@ class NewKeySealer:
             nonce = random[_KEY_ID_END:_KEY_RANDOM]
             wrapped = master_header + nonce + wrap(nonce, random[:DATA_KEY_BYTES],
                                                    data_key_aad(subject, key_id))
-            lines.append(key_line(copy_str(subject), key_id, wrapped.hex()))
+            lines.append(key_line(copy_str(subject), key_id, "\\\\x" + wrapped.hex()))
             encrypt, header = AESGCM(random[:DATA_KEY_BYTES]).encrypt, sealed_header(key_id)
             bound, out, at = subject.encode(), [], _KEY_RANDOM
             for (prefix, mask_, tagger), plaintext, default in zip(prepared, values, absent,

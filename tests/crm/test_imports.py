@@ -811,14 +811,15 @@ def test_a_helper_answer_missing_a_key_row_is_sealed_again_in_process(helpers, m
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
-def test_copy_rows_formatter_lines_write_rows_alike_but_for_the_columns_given():
+def test_copy_rows_line_template_writes_rows_alike_but_for_the_columns_given():
     import uuid
 
     from config.pgcopy import CopyRows, copy_text
 
     now = clock.now()
     audit = CopyRows(AuditEntry, now=now)
-    line = audit.formatter("person_id", "fields", action="create", source="import", at=now)
+    line = audit.line_template("person_id", "fields", action="create", source="import",
+                               at=now).format
     ids = [uuid.uuid4(), uuid.uuid4()]
     fields = [["email"], ["a{b}", "tab\there"]]  # braces survive str.format; tabs are escaped
     audit.add_text("\n".join(line(str(pk), copy_text(names)) for pk, names in zip(

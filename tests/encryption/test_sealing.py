@@ -29,13 +29,13 @@ def _opened(key: bytes, text: str, key_id: str, aad: bytes) -> bytes:
 def test_helper_rows_open_with_the_master_key_and_keep_the_templates_other_cells():
     master = os.urandom(32)
     sealer = NewKeySealer(master_id="m{1}", master_key=master)
-    template = ["{}", "\\N", "a}b", "x", "y", "z"]  # braces: the row is built by str.format
+    # A CopyRows.line_template: cells "{}", subject, "a}b", key id, master key id, wrapped key.
+    template = "{{}}\t{0}\ta}}b\t{1}\tm{{1}}\t{2}"
     fields = (("crm.person.national_id", "last:4", None),
               ("crm.person.card_number", "first:2", os.urandom(32)))
     subjects = ["s-1", "s-2", "s-3"]
     columns = (["AB12345678", "ZZ99", ""], ["", "4000000000000002", ""])
-    lines, joined = sealer.seal_as_text(fields, (template, (1, 3, 4, 5)), ABSENT, subjects,
-                                        columns)
+    lines, joined = sealer.seal_as_text(fields, template, ABSENT, subjects, columns)
 
     rows = [line.split("\t") for line in lines.split("\n")]
     assert [row[1] for row in rows] == ["s-1", "s-2"]  # no data key without a value
