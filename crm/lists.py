@@ -20,7 +20,7 @@ from config import clock
 
 from .imports import _check_header, _records, _upload_pieces
 from .models import AuditEntry, ListMembership, MarketingList, Person
-from .selectors import people_with_addresses
+from .selectors import addresses_known
 from .services import _audit, normalise_email
 
 CSV_CHUNK_ROWS = 1000
@@ -171,8 +171,7 @@ def list_add_csv(*, marketing_list: MarketingList, file, actor=None, source: str
 
 
 def _add_emails(marketing_list, rows, *, actor, source: str) -> ListAddResult:
-    found = dict(people_with_addresses(email for _line, email in rows)
-                 .values_list("email", "pk"))
+    found = addresses_known((email for _line, email in rows), "id")
     ids, unknown = [], ListAddResult()
     for line, email in rows:
         if email in found:

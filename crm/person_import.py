@@ -22,7 +22,7 @@ from encryption.bulk import NewSubjectSealer, SealingHelper
 
 from .models import AuditEntry, FieldDefinition, Person
 from .registry import ENCRYPTED_CORE
-from .selectors import people_with_addresses
+from .selectors import addresses_known
 from .services import Source, _seal_custom, _set_fields, person_clean_values
 
 
@@ -113,10 +113,8 @@ def person_import_prepare(
             valid.append((line, person_clean_values(data, definitions=definitions)))
         except ValidationError as error:
             result._tally(line, ImportOutcome.ERROR, error.message_dict)
-    known = dict(
-        people_with_addresses(c["email"] for _l, c in valid if c.get("email"))
-        .values_list("email", "processing_stopped_at")
-    )
+    known = addresses_known((c["email"] for _l, c in valid if c.get("email")),
+                            "processing_stopped_at")
     new, seen = [], set(pending_emails)
     for line, cleaned in valid:
         email = cleaned.get("email")

@@ -1,6 +1,7 @@
 """Reads of people: the filters shared by the API (and, later, segments and exports)."""
 
 from django.core.exceptions import ValidationError
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils.translation import gettext as _
 
@@ -67,11 +68,37 @@ def person_filter(params, queryset: QuerySet | None = None) -> QuerySet:
 
 
 def people_with_addresses(emails) -> QuerySet:
-    """The people whose (normalised) address is among `emails`, for batch lookups (imports,
-    list uploads). It states that the address is not empty so that PostgreSQL can use the
-    partial unique index for lists of any length (it proves an IN list implies the index's
-    condition only up to 100 values), and the address needs no index of its own."""
+    """The people whose (normalised) address is among `emails`. It states that the address is
+    not empty so that PostgreSQL can use the partial unique index for lists of any length (it
+    proves an IN list implies the index's condition only up to 100 values). For thousands of
+    addresses at once, `addresses_known` is the faster lookup."""
     return Person.objects.filter(email__in=set(emails)).exclude(email="").order_by()
+
+
+def addresses_known(emails, column: str) -> dict:
+    """{address: that person's `column`} for the people whose (normalised) address is among
+    `emails`: the batch lookup of imports and list uploads (a chunk of 5,000 addresses).
+
+    On PostgreSQL it is one array parameter, not thousands (the ORM prepares each of an IN
+    list's values in Python: ~10 ms a chunk), and it probes the unique address index for each
+    address. The planner would rather hash the list and scan the table — its estimate for a big
+    array — which is what an import into a young table gets, its statistics not yet caught up:
+    45 ms a chunk at 100,000 people and growing with the table, where the probes take ~8 ms."""
+    emails = list(set(emails))
+    field = Person._meta.get_field(column)
+    if connection.vendor != "postgresql":
+        return dict(people_with_addresses(emails).values_list("email", column))
+    qn = connection.ops.quote_name
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan TO off")
+        sql = (f"SELECT email, {qn(field.column)} FROM {qn(Person._meta.db_table)} "  # noqa: S608
+               "WHERE email = ANY(%s) AND NOT email = ''")
+        cursor.execute(sql, [emails])
+        found = cursor.fetchall()
+        # Rolled back (a read: nothing else to undo), so the setting ends here even inside a
+        # caller's transaction, where it would otherwise last until that commits.
+        transaction.set_rollback(True)
+    return {email: field.to_python(value) for email, value in found}
 
 
 def person_search_q(value: str) -> Q:
@@ -106,3 +133,4 @@ def find_by_identifier(field: str, value: str) -> list:
         if normalise(plain) == normalise(value):
             found.append(person.pk)
     return found
+

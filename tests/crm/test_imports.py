@@ -189,7 +189,7 @@ def test_row_validation_runs_no_query_per_row(monkeypatch):
     with CaptureQueriesContext(connection) as queries:
         imports.import_job_run(job.pk)
     assert Person.objects.count() == 1000
-    assert len(queries) < 40
+    assert len(queries) < 50  # a few per chunk (two here), none per row (a thousand)
 
 
 def test_the_file_is_sealed_at_rest_and_shredded_after_the_run():
