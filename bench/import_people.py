@@ -4,7 +4,7 @@ DESIGN.md's targets: our import with 2 encrypted columns >= 0.7x the same import
 and >= 0.4x a bare pipeline: csv parse + django's validate_email + COPY of the same rows into
 the same table, `crm_person`, with its indexes and constraints — the least any import of these
 people must do, so the ratio is what our import's own work costs (validation, dedupe,
-encryption, audit rows). Printed for scale: (3b) the bare pipeline into an unindexed table of
+encryption and its data keys). Printed for scale: (3b) the bare pipeline into an unindexed table of
 the file's columns (what the people table's indexes cost), (4) a plain `bulk_create` of the same
 rows, and (5)/(6) the database's share of (1)/(2) alone: the writes of the finished rows into
 the indexed tables, a ceiling for (1) and (2).
@@ -178,8 +178,8 @@ def run_bare(path: Path, *, people_table: bool = True) -> int:
 
 def run_database_share(path: Path, *, encrypted: bool) -> tuple[int, float]:
     """(5) The database's share of (1) (and (6) of (2)): every chunk prepared first (parse,
-    validate, seal, COPY text; untimed), then only the writes timed — COPY of people, data keys
-    and audit rows into their indexed tables, chunk by chunk as the import commits them. No
+    validate, seal, COPY text; untimed), then only the writes timed — COPY of people and their
+    data keys into their indexed tables, chunk by chunk as the import commits them. No
     import can beat this rate, whatever its Python costs."""
     from django.db import connection, transaction
 
@@ -341,7 +341,7 @@ def main() -> None:
         ("1", "3", "(target >= 0.4)"),
         ("2", "3", "the import without encrypted columns"),
         ("5", "3", "the most (1)/(3) can be, were every Python step free: the database's "
-                   "own share of the import (a person, a data key and an audit row each)"),
+                   "own share of the import (a person and a data key each)"),
         ("1", "3b", "for scale: against a COPY into a table with no index"),
         ("5", "3b", "the most (1)/(3b) can be with the people table's indexes, were every "
                     "Python step free"),

@@ -60,19 +60,23 @@ def copy_text(value) -> str:
 class CopyRows:
     """Rows for one model's table: every concrete column (the auto id excepted), defaults filled.
 
-    `add({attname: value, ...})` starts from the fields' defaults (auto_now fields get `now`), so
-    a row lists only what differs. `write()` sends them with one COPY on PostgreSQL, or with
-    `bulk_create` of model instances elsewhere, and clears the buffer.
+    `add({attname: value, ...})` starts from the fields' defaults (auto_now fields get `now`;
+    the `defaults` given override them), so a row lists only what differs. `write()` sends them
+    with one COPY on PostgreSQL, or with `bulk_create` of model instances elsewhere, and clears
+    the buffer.
     """
 
-    def __init__(self, model, *, now: datetime.datetime, using: str = "default"):
+    def __init__(self, model, *, now: datetime.datetime, using: str = "default",
+                 defaults: dict | None = None):
         self.model = model
         self.using = using
         self.fields = [f for f in model._meta.concrete_fields
                        if not (f.primary_key and f.get_internal_type().endswith("AutoField"))]
         self.index = {f.attname: i for i, f in enumerate(self.fields)}
+        self._defaults = dict(defaults or {})  # {attname: value}: every row's, unless set
         defaults = [
-            now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
+            self._defaults[f.attname] if f.attname in self._defaults
+            else now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)
             else (f.get_default() if f.has_default() or not f.null else None)
             for f in self.fields
         ]
@@ -177,7 +181,7 @@ class CopyRows:
             return 0
         if not self.postgres:
             self.model._base_manager.using(self.using).bulk_create(
-                [self.model(**values) for values in rows]
+                [self.model(**self._defaults, **values) for values in rows]
             )
             return len(rows)
         buffer = io.StringIO("\n".join([*map("\t".join, rows), *texts]) + "\n")

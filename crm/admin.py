@@ -335,12 +335,13 @@ class PersonAdmin(PersonRightsMixin, PersonImportExportMixin, admin.ModelAdmin):
 
     @admin.display(description=_("history"))
     def history(self, obj):
-        entries = AuditEntry.objects.filter(person_id=obj.pk).select_related("actor")[:20]
+        entries = selectors.person_history(obj, limit=20)
         rows = format_html_join(
             "", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
                 (e.at.strftime("%Y-%m-%d %H:%M"), e.action, ", ".join(e.fields) or "—",
-                 e.actor.get_username() if e.actor else "—", e.source)
+                 e.actor.get_username() if e.actor else "—",
+                 f"{e.source}: {e.import_job.file_name}" if e.import_job else e.source)
                 for e in entries
             ),
         )

@@ -337,7 +337,7 @@ def import_job_run(job_id) -> ImportJob:
             else:
                 for structural, rows, seen in _chunks(job, definitions, skip=job.processed_rows):
                     _write_chunk(job, person_import.person_import_prepare(
-                        rows=rows, definitions=definitions, actor=job.created_by),
+                        rows=rows, definitions=definitions, import_job_id=job.pk),
                         structural, seen)
     except (OperationalError, InterfaceError):
         raise  # transient: the task retries, and the run resumes after the last chunk
@@ -393,7 +393,7 @@ def _run_pipelined(job: ImportJob, definitions) -> None:
         helper = _sealing_helper(job)
         for structural, rows, seen in _chunks(job, definitions, skip=job.processed_rows):
             prepared = person_import.person_import_prepare(
-                rows=rows, definitions=definitions, actor=job.created_by,
+                rows=rows, definitions=definitions, import_job_id=job.pk,
                 pending_emails={*unwritten[0], *unwritten[1]}, sealing_helper=helper)
             if queued is not None:
                 hand_over(queued)

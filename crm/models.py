@@ -116,6 +116,15 @@ class Person(models.Model):
     # Bumping this invalidates every preference-page link issued to the person.
     portal_key_version = models.PositiveIntegerField(default=1)
     converted_at = models.DateTimeField(_("converted to contact"), null=True, blank=True)
+    # The import that created this person, if one did: where their data came from (what GDPR
+    # Art. 14-15 has us tell them) and the audit record of their creation — the job keeps who
+    # ran it, when, the file and the mapping, so an import writes no audit row per person. A
+    # plain reference (no constraint, no index): it is read from the person, and a job that
+    # created people is never deleted.
+    import_job = models.ForeignKey(
+        "ImportJob", verbose_name=_("imported by"), null=True, blank=True, editable=False,
+        on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+",
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 

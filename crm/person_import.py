@@ -2,12 +2,10 @@
 
 Validation is `services.person_clean_values`, the same as for one person; this module adds
 what a chunk needs to stay fast — one query to classify addresses, sealing without a query per
-row, and COPY for people, their data keys and their create audit rows. `crm.imports` (the file,
-the job and its progress) is its only caller.
+row, and COPY for people and their data keys. `crm.imports` (the file, the job and its progress)
+is its only caller.
 """
 
-import functools
-import json
 import os
 import time
 from collections.abc import Callable
@@ -17,13 +15,13 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from config import clock
-from config.pgcopy import CopyRows, copy_text
+from config.pgcopy import CopyRows
 from encryption.bulk import NewSubjectSealer, SealingHelper
 
-from .models import AuditEntry, FieldDefinition, Person
+from .models import FieldDefinition, Person
 from .registry import ENCRYPTED_CORE
 from .selectors import addresses_known
-from .services import Source, _seal_custom, _set_fields, person_clean_values
+from .services import _seal_custom, person_clean_values
 
 
 class ImportOutcome:
@@ -53,7 +51,7 @@ class ImportChunkResult:
 
 
 def person_import_chunk(
-    *, rows: list[tuple[int, dict]], definitions: list[FieldDefinition], actor=None,
+    *, rows: list[tuple[int, dict]], definitions: list[FieldDefinition], import_job_id=None,
     dry_run: bool = False,
 ) -> ImportChunkResult:
     """Create people from a chunk of import rows; an address already known is skipped.
@@ -63,16 +61,17 @@ def person_import_chunk(
     `person_clean_values`; then one query finds which addresses exist. A row whose address is
     held by a person (or by an earlier row) is skipped and counted — apart, when that person's
     processing is stopped — so an import never writes an existing record: no stopped record,
-    no locked field. New people, their data keys and their create audit rows (source "import",
-    field names only) are written in one transaction, with COPY on PostgreSQL. Run it inside
-    the caller's transaction to commit progress with the rows. With `dry_run` nothing is
+    no locked field. New people and their data keys are written in one transaction, with COPY
+    on PostgreSQL; each person records `import_job_id`, the job that created them — the audit
+    record of their creation (who, when, which file), instead of an audit row each. Run it
+    inside the caller's transaction to commit progress with the rows. With `dry_run` nothing is
     written and `outcomes` says what would happen to each row (the staff preview).
 
     The two halves, `person_import_prepare` and `person_import_write`, let a caller prepare
     the next chunk while the database writes this one.
     """
-    prepared = person_import_prepare(rows=rows, definitions=definitions, actor=actor,
-                                     dry_run=dry_run)
+    prepared = person_import_prepare(rows=rows, definitions=definitions,
+                                     import_job_id=import_job_id, dry_run=dry_run)
     return prepared.result if dry_run else person_import_write(prepared)
 
 
@@ -83,11 +82,10 @@ class PreparedImport:
 
     rows: list
     definitions: list
-    actor: object
+    import_job_id: object
     result: ImportChunkResult
     new_emails: list
     people: CopyRows | None = None
-    audit: CopyRows | None = None
     sealer: NewSubjectSealer | None = None
     pending: Callable | None = None  # fills in the sealed columns (see `complete`)
 
@@ -100,7 +98,7 @@ class PreparedImport:
 
 
 def person_import_prepare(
-    *, rows: list[tuple[int, dict]], definitions: list[FieldDefinition], actor=None,
+    *, rows: list[tuple[int, dict]], definitions: list[FieldDefinition], import_job_id=None,
     pending_emails=(), dry_run: bool = False, sealing_helper: SealingHelper | None = None,
 ) -> PreparedImport:
     """Validate, classify and seal a chunk without writing. `pending_emails` are addresses
@@ -125,11 +123,12 @@ def person_import_prepare(
         seen.add(email)
         new.append(cleaned)
         result._tally(line, ImportOutcome.CREATED, cleaned=cleaned)
-    prepared = PreparedImport(rows=rows, definitions=definitions, actor=actor, result=result,
+    prepared = PreparedImport(rows=rows, definitions=definitions, import_job_id=import_job_id,
+                              result=result,
                               new_emails=[c["email"] for c in new if c.get("email")])
     if not dry_run:
-        prepared.people, prepared.audit, prepared.sealer, prepared.pending = _people_rows(
-            new, actor=actor, definitions=definitions, helper=sealing_helper)
+        prepared.people, prepared.sealer, prepared.pending = _people_rows(
+            new, import_job_id=import_job_id, definitions=definitions, helper=sealing_helper)
         if sealing_helper is None:
             prepared.complete()
     return prepared
@@ -142,34 +141,30 @@ def person_import_write(prepared: PreparedImport) -> ImportChunkResult:
         with transaction.atomic():
             prepared.sealer.save_keys()
             prepared.people.write()
-            prepared.audit.write()
     except IntegrityError:
         # Another writer took one of these addresses since the check: look again, once.
         again = person_import_prepare(rows=prepared.rows, definitions=prepared.definitions,
-                                      actor=prepared.actor)
+                                      import_job_id=prepared.import_job_id)
         again.complete()
         with transaction.atomic():
             again.sealer.save_keys()
             again.people.write()
-            again.audit.write()
         return again.result
     return prepared.result
 
 
-def _people_rows(people: list[dict], *, actor, definitions, helper=None):
-    """The COPY rows of new people and of their create audit rows, and their sealer (whose
-    keys are written with them). The encrypted core values are handed to the sealer first —
-    to the `helper` process, if any — and the rest of the rows built meanwhile; the returned
-    function fills in the sealed columns."""
+def _people_rows(people: list[dict], *, import_job_id, definitions, helper=None):
+    """The COPY rows of new people, and their sealer (whose keys are written with them). The
+    encrypted core values are handed to the sealer first — to the `helper` process, if any —
+    and the rest of the rows built meanwhile; the returned function fills in the sealed
+    columns."""
     now = clock.now()
     sealed_custom = {d.key for d in definitions if d.is_encrypted}
     if sealed_custom and any(not sealed_custom.isdisjoint(c.get("custom") or {})
                              for c in people):
         helper = None  # custom values are sealed here, under the same key as the core ones
     sealer = NewSubjectSealer(helper=helper)
-    rows = CopyRows(Person, now=now)
-    audit = CopyRows(AuditEntry, now=now)
-    actor_id = actor.pk if getattr(actor, "pk", None) else None
+    rows = CopyRows(Person, now=now, defaults={"import_job_id": import_job_id})
     # The encrypted core fields, registered with the sealer in ENCRYPTED_CORE's order, and
     # their values: one list per field, aligned with `ids` ("" for none).
     for c in _ENCRYPTED_COLUMNS.values():
@@ -186,12 +181,6 @@ def _people_rows(people: list[dict], *, actor, definitions, helper=None):
         sealed = sealer.seal_new_subjects(ids, columns, absent=absent)
     else:
         sealed = sealer.seal_new_subjects(ids, columns)
-    if audit.postgres:  # every audit row alike but for its person and field names
-        audit_line = audit.line_template("person_id", "fields", action="create",
-                                         actor_id=actor_id, source=Source.IMPORT, at=now).format
-        audit_lines = []
-    else:
-        add_audit = audit.adder("person_id", "action", "actor_id", "fields", "source", "at")
     for pk, cleaned in zip(ids, people, strict=True):
         values = {_COLUMN_OF[name]: value for name, value in cleaned.items()
                   if name in _COLUMN_OF}
@@ -203,17 +192,9 @@ def _people_rows(people: list[dict], *, actor, definitions, helper=None):
         if not sealed_custom.isdisjoint(custom):
             custom = _seal_custom(custom, subject_id=pk, definitions=definitions,
                                   seal=sealer.seal)
-            cleaned = {**cleaned, "custom": custom}
         if custom:
             values["custom"] = custom
         rows.add(values)
-        fields = tuple(_set_fields(cleaned))
-        if audit.postgres:
-            audit_lines.append(audit_line(pk, _fields_text(fields)))
-        else:
-            add_audit(pk, "create", actor_id, sorted(fields), Source.IMPORT, now)
-    if audit.postgres:
-        audit.add_text("\n".join(audit_lines), len(audit_lines))
 
     def fill_sealed():
         if sealed is None:
@@ -226,24 +207,18 @@ def _people_rows(people: list[dict], *, actor, definitions, helper=None):
             if values is not None:
                 rows.fill(position, slots, values)
 
-    return rows, audit, sealer, fill_sealed
-
-
-@functools.lru_cache(maxsize=256)
-def _fields_text(fields: tuple) -> str:
-    """The audit row's field names, sorted, as COPY text of JSON (rows share a few sets)."""
-    return copy_text(json.dumps(sorted(fields)))
+    return rows, sealer, fill_sealed
 
 
 def _uuid7_texts(count: int) -> list[str]:
     """Time-ordered (version 7, RFC 9562) UUIDs as text, in increasing order.
 
     A chunk's ids share a millisecond prefix and count up after it (a 26-bit counter in
-    `rand_a` and the top of `rand_b`, 48 random bits after), so the people, data-key and audit
-    indexes on the id take each chunk at their right edge instead of on pages all over the tree:
-    random (version 4) ids made every import row touch — and after a checkpoint, log whole —
-    a page of each of those indexes. The ids reveal when a record was created, which its
-    `created_at` shows anyway.
+    `rand_a` and the top of `rand_b`, 48 random bits after), so the indexes on the id (the
+    people's, the data keys', and later those of rows that name a person) take each chunk at
+    their right edge instead of on pages all over the tree: random (version 4) ids made every
+    import row touch — and after a checkpoint, log whole — a page of each of those indexes. The
+    ids reveal when a record was created, which its `created_at` shows anyway.
     """
     millis = f"{time.time_ns() // 1_000_000:012x}"
     head, tails = f"{millis[:8]}-{millis[8:]}-", os.urandom(6 * count).hex()

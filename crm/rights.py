@@ -33,7 +33,6 @@ from . import extensions
 from .errors import ServiceError
 from .exports import neutralise
 from .models import (
-    AuditEntry,
     Contact,
     EmailOptIn,
     FieldDefinition,
@@ -44,6 +43,7 @@ from .models import (
     RightsRequest,
 )
 from .registry import ENCRYPTED_CORE, SEALED, custom_context, is_sealed
+from .selectors import person_history
 from .services import Source, _audit, suppress_address
 
 logger = logging.getLogger(__name__)
@@ -352,6 +352,7 @@ def person_delete_record(*, person, source: str, actor=None) -> None:
 # -- access and portability (Art. 15, 20) ---------------------------------------------------------
 
 _NOT_EXPORTED = {"custom", "locked_fields", "portal_key_version", "owner", "organisation",
+                 "import_job",  # their history says they were imported
                  "national_id_mask", "national_id_bidx", "card_number_mask", "card_number_bidx",
                  *ENCRYPTED_CORE}
 
@@ -411,7 +412,7 @@ def person_export(*, person) -> dict:
         # Which fields changed, when and through which path (never values, never staff names).
         "history": [
             {"at": _plain(e.at), "action": e.action, "fields": e.fields, "via": e.source}
-            for e in AuditEntry.objects.filter(person_id=current.pk).order_by("at", "id")
+            for e in reversed(person_history(current))
         ],
     }
     for name, exporter in extensions.exporters.items():

@@ -1,5 +1,8 @@
 """Reads of people: the filters shared by the API (and, later, segments and exports)."""
 
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet
@@ -10,9 +13,9 @@ from encryption.cipher import DecryptionError
 from encryption.values import open_value
 
 from .extensions import person_filters
-from .models import EmailOptIn, Kind, Person, Region, Stage
+from .models import AuditEntry, EmailOptIn, ImportJob, Kind, Person, Region, Stage
 from .registry import ENCRYPTED_CORE
-from .services import normalise_email
+from .services import Source, normalise_email
 
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
@@ -134,3 +137,32 @@ def find_by_identifier(field: str, value: str) -> list:
             found.append(person.pk)
     return found
 
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One step of a person's history: field names, never values."""
+
+    at: datetime
+    action: str
+    fields: list
+    actor: object  # the staff user, or None
+    source: str
+    import_job: ImportJob | None = None
+
+
+def person_history(person: Person, *, limit: int | None = None) -> list[HistoryEntry]:
+    """What was done to a person's record, newest first (the first `limit` steps): their audit
+    trail and, for a person an import created, that creation. An import writes no audit row per
+    person — the job is its record (who ran it, when, which file) and the person names the job
+    (`Person.import_job`) — so the step is made here from both, its fields those the import's
+    mapping could fill."""
+    entries = AuditEntry.objects.filter(person_id=person.pk).select_related("actor")
+    steps = [HistoryEntry(e.at, e.action, e.fields, e.actor, e.source)
+             for e in (entries[:limit] if limit is not None else entries)]
+    if person.import_job_id and (limit is None or len(steps) < limit):
+        job = ImportJob.objects.select_related("created_by").filter(
+            pk=person.import_job_id).first()
+        steps.append(HistoryEntry(
+            person.created_at, "create", sorted(set(job.mapping.values())) if job else [],
+            job.created_by if job else None, Source.IMPORT, job))
+    return steps

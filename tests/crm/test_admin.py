@@ -1,3 +1,5 @@
+import io
+
 import pytest
 from django.contrib import admin as django_admin
 from django.core import mail
@@ -6,6 +8,7 @@ from django.urls import reverse
 from campaigns.models import DoubleOptInBatch, EmailMessage, MailboxMessage
 from config import clock
 from consents.models import ConsentEvent, ConsentSettings, PortalSettings
+from crm import services
 from crm.models import AuditEntry, Contact, FieldType, Lead, Person
 from encryption.models import FieldAccessLog
 from preferences_portal.models import InvitationRun
@@ -251,3 +254,22 @@ def test_people_list_counts_at_most_the_cap(staff_client, monkeypatch):
     assert "more than 5 results" in filtered.content.decode()
     PersonFactory.create_batch(1, kind="lead")
     assert "1 lead" in staff_client.get(reverse("admin:crm_lead_changelist")).content.decode()
+
+
+def test_the_person_page_history_shows_the_import_that_created_them(admin_client_, admin_user_):
+    from crm import imports
+
+    job = imports.import_job_create(
+        upload=io.BytesIO(b"first_name,email\nAda,ada@example.org\n"), user=admin_user_,
+        source=services.Source.STAFF, file_name="fair.csv")
+    imports.import_job_set_mapping(job=job, mapping=None)
+    imports.import_job_start(job=job)
+    imports.import_job_run(job.pk)
+    person = Person.objects.get(email="ada@example.org")
+
+    page = admin_client_.get(reverse("admin:crm_person_change", args=[person.pk]))
+
+    assert page.status_code == 200
+    history = page.content.decode().split('<table class="audit">')[1].split("</table>")[0]
+    assert "import: fair.csv" in history and "ada.admin" in history
+    assert "email, first_name" in history and "Ada" not in history

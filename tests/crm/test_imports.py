@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 from config import clock
 from crm import imports, person_import, services
 from crm.models import AuditEntry, FieldType, ImportFileBlock, ImportJob, Person
-from crm.selectors import find_by_identifier
+from crm.selectors import find_by_identifier, person_history
 from encryption.models import DataKey
 from tests.factories import FieldDefinitionFactory, PersonFactory, UserFactory
 
@@ -107,10 +107,12 @@ def test_stopped_people_are_untouched_and_counted_apart():
     person = PersonFactory(email="stopped@example.org", first_name="Old")
     stop_processing(person)
     before = Person.objects.values().get(pk=person.pk)
+    trail = list(AuditEntry.objects.filter(person_id=person.pk).values_list("id", flat=True))
     job = run_import(HEADER + "New,Name,stopped@example.org,single_opt_in_user,AB123456,\n")
     assert (job.stopped_count, job.created_count, job.duplicate_count) == (1, 0, 0)
-    assert Person.objects.values().get(pk=person.pk) == before
-    assert not AuditEntry.objects.filter(person_id=person.pk, source="import").exists()
+    assert Person.objects.values().get(pk=person.pk) == before  # import_job still unset
+    assert list(AuditEntry.objects.filter(person_id=person.pk).values_list("id", flat=True)) \
+        == trail
 
 
 def test_a_locked_field_is_never_written_by_import():
@@ -144,14 +146,23 @@ def test_sensitive_columns_are_stored_encrypted_masked_and_findable():
     assert DataKey.objects.filter(subject_id=person.pk).exists()
 
 
-def test_imported_people_get_one_create_audit_row_naming_fields_not_values():
+def test_imported_people_name_their_import_as_the_record_of_their_creation():
+    """An import writes no audit row per person: each names its job, which records who ran it,
+    when and from which file, and their history shows the creation from both."""
     user = UserFactory()
     job = run_import(HEADER + f"Ada,Lovelace,ada@example.org,,AB123456,{VISA}\n", user=user)
     person = Person.objects.get(email="ada@example.org")
-    entry = AuditEntry.objects.get(person_id=person.pk)
-    assert (entry.action, entry.source, entry.actor) == ("create", "import", user)
-    assert entry.fields == ["card_number", "email", "first_name", "last_name", "national_id"]
-    assert job.created_by == user
+    assert person.import_job == job and job.created_by == user
+    assert not AuditEntry.objects.filter(person_id=person.pk).exists()
+    (step,) = person_history(person)
+    assert (step.action, step.source, step.actor, step.import_job) == ("create", "import", user,
+                                                                       job)
+    assert step.at == person.created_at
+    assert step.fields == sorted(job.mapping.values())  # names, never values
+    services.person_update(person=person, data={"first_name": "Augusta"}, actor=user,
+                           source=services.Source.STAFF)
+    assert [s.action for s in person_history(person)] == ["update", "create"]
+    assert [s.action for s in person_history(person, limit=1)] == ["update"]
 
 
 def test_an_explicit_mapping_picks_and_renames_columns():
@@ -408,8 +419,9 @@ def test_import_people_command_imports_and_reports_row_errors(tmp_path, capsys):
                  '{"Mail": "email", "Name": "first_name"}', stdout=out, stderr=err)
     assert "1 created" in out.getvalue()
     assert "line 3: email" in err.getvalue()
-    assert Person.objects.get(email="ada@example.org").first_name == "Ada"
-    assert AuditEntry.objects.get().source == "import"
+    person = Person.objects.get(email="ada@example.org")
+    assert person.first_name == "Ada"
+    assert person.import_job.source == "system" and person.import_job.file_name == "people.csv"
 
 
 def test_import_people_command_refuses_a_bad_mapping_and_keeps_nothing(tmp_path):
@@ -495,8 +507,7 @@ def test_without_copy_the_same_rows_are_written_with_bulk_create(monkeypatch):
     assert person.card_number_mask == "••••••••••••1111"
     assert find_by_identifier("card_number", VISA) == [person.pk]
     assert person.custom["tax_code"]["mask"]
-    entry = AuditEntry.objects.get(person_id=person.pk)
-    assert (entry.fields, entry.source) == (["card_number", "email", "tax_code"], "import")
+    assert person.import_job == job
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")

@@ -228,6 +228,28 @@ def test_export_holds_every_section_and_decrypts_for_the_contact():
     assert {"consents", "email", "history", "rights_requests"} <= set(data)
 
 
+def test_export_tells_an_imported_person_their_data_came_from_an_import_not_which_file():
+    staff = StaffUserFactory(username="sam.staff")
+    job = imports.import_job_create(
+        upload=io.BytesIO(b"first_name,email\nAda,ada@example.org\n"), user=staff,
+        source=services.Source.STAFF, file_name="leads-from-fair.csv")
+    imports.import_job_set_mapping(job=job, mapping=None)
+    imports.import_job_start(job=job)
+    imports.import_job_run(job.pk)
+    person = Person.objects.get(email="ada@example.org")
+    services.person_update(person=person, data={"first_name": "Augusta"}, actor=staff,
+                           source=services.Source.STAFF)
+
+    data = rights.person_export(person=person)
+
+    assert [(step["action"], step["via"]) for step in data["history"]] == [
+        ("create", "import"), ("update", "staff")]
+    assert data["history"][0]["fields"] == ["email", "first_name"]
+    text = repr(data)
+    assert "import_job" not in data["person"]
+    assert "leads-from-fair" not in text and "sam.staff" not in text
+
+
 def test_export_tells_when_a_sensitive_value_was_revealed_by_role_not_by_name(settings):
     from crm.models import FieldDefinition
     from crm.reveal import person_reveal
