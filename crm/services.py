@@ -142,15 +142,26 @@ def _clean_values(data: dict, *, person: Person | None, definitions) -> tuple[di
         )
     cleaned: dict = {}
     errors: dict = {}
+    plain = _plain_columns()
     for name, value in data.items():
         if name == "custom":
             continue
+        spec = plain.get(name)
+        if spec is not None and type(value) is str:  # the fast accept (see `_plain_columns`)
+            text = value.strip()
+            choices, max_length, blank = spec
+            if (text in choices if choices is not None else len(text) <= max_length) \
+                    if text else blank:
+                cleaned[name] = text
+                continue
         try:
             cleaned[name] = _clean_core(name, value)
         except ValidationError as error:
             errors.update(error.message_dict if hasattr(error, "error_dict") else {
                 name: error.messages})
-    if "custom" in data or creating:
+    if creating and not definitions and not data.get("custom"):
+        cleaned["custom"] = {}  # what `clean_custom` makes of nothing, with no custom fields
+    elif "custom" in data or creating:
         try:
             cleaned["custom"] = clean_custom(
                 data.get("custom") or {},
@@ -165,6 +176,23 @@ def _clean_values(data: dict, *, person: Person | None, definitions) -> tuple[di
 
 _EDIT_FIELDS = frozenset(CORE_EDITABLE) | {"custom"}
 _CREATE_FIELDS = _EDIT_FIELDS | {"kind", "email_opt_in"}
+
+
+@functools.cache
+def _plain_columns() -> dict:
+    """{name: (choices or None, max length, blank allowed)} of the core fields whose whole check
+    is their column's — text, stripped, one of its choices or within its length — for the fast
+    accept in `_clean_values`: an import cleans eleven fields a row. A value that does not pass
+    it goes through `_clean_core`, which decides and words the error (a property test holds the
+    two to the same answers)."""
+    special = {"organisation", "owner", "kind", "email_opt_in", "email", "country",
+               *ENCRYPTED_CORE}
+    plain = {}
+    for name in sorted(_CREATE_FIELDS - special - {"custom"}):
+        field, choices, max_length, checks = _column(name)
+        if not checks and max_length is not None:
+            plain[name] = (choices, max_length, field.blank)
+    return plain
 
 
 def _clean_core(name: str, value):

@@ -297,3 +297,31 @@ def test_card_check_digit_is_the_textbook_luhn_check(digits):
         value = int(digit) * (2 if place % 2 else 1)
         total += value - 9 if value > 9 else value
     assert services._luhn_ok(digits) == (total % 10 == 0)
+
+
+_PLAIN_NAMES = sorted(services._plain_columns())
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(_PLAIN_NAMES), value=st.one_of(
+    st.text(max_size=220),
+    st.sampled_from(["new", " customer ", "EU", "eu", "en", " ", "", "x" * 150, "x" * 151]),
+    st.builds(lambda choice, pad: pad + choice + pad,
+              st.sampled_from(["new", "qualified", "APAC", "it"]),
+              st.sampled_from(["", " ", "\t"])),
+))
+def test_the_fast_accept_of_plain_fields_answers_as_the_full_field_check(name, value):
+    """`_clean_values` accepts most text of the plain core fields without `_clean_core`: for
+    any text it must give the same value, or the same error, as the full check."""
+    try:
+        expected = ("value", services._clean_core(name, value))
+    except ValidationError as error:
+        expected = ("errors", error.messages)
+    cleaned, errors = services._clean_values({name: value}, person=None, definitions=[])
+    got = ("value", cleaned[name]) if name in cleaned else ("errors", errors[name])
+    assert got == expected
+
+
+def test_plain_fields_are_the_ones_with_no_check_beyond_their_column():
+    assert set(_PLAIN_NAMES) == {"first_name", "last_name", "phone", "company", "region",
+                                 "stage", "language"}
