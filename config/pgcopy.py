@@ -113,6 +113,33 @@ class CopyRows:
 
         return add
 
+    def keyed_adder(self, columns: dict):
+        """A faster `add` for dicts keyed otherwise (a service's cleaned values): with `columns`
+        mapping keys to attnames, `keyed_adder(columns)(values, id=…)` adds a row with the
+        column of each key of `values` found in `columns` set — other keys are skipped — and
+        then the columns named as keywords. Values are converted as by `add`."""
+        if not self.postgres:
+            def add_values(values: dict, **more) -> None:
+                self._rows.append(
+                    {columns[k]: v for k, v in values.items() if k in columns} | more)
+
+            return add_values
+        slot_of = {key: self.index[attname] for key, attname in columns.items()}
+        template, append, index = self._template, self._rows.append, self.index
+
+        def add(values: dict, **more) -> None:
+            row = template.copy()
+            for key, value in values.items():
+                slot = slot_of.get(key)
+                if slot is not None:  # copy_text's common case inline, as in `add`
+                    row[slot] = value if type(value) is str and value.isprintable() \
+                        and "\\" not in value else copy_text(value)
+            for name, value in more.items():
+                row[index[name]] = copy_text(value)
+            append(row)
+
+        return add
+
     def line_template(self, *names: str, **values) -> str:
         """Rows alike but for `names`, as a `str.format` template of one line of COPY text:
         `line_template("a", "b", c=1).format(a_text, b_text)` is the line of a row of defaults
@@ -184,7 +211,10 @@ class CopyRows:
                 [self.model(**self._defaults, **values) for values in rows]
             )
             return len(rows)
-        buffer = io.StringIO("\n".join([*map("\t".join, rows), *texts]) + "\n")
+        # Sent as UTF-8 bytes: a StringIO of text holding any non-ASCII character (a mask's
+        # bullets) widens it to four bytes a character, and each piece read from it is a new
+        # string for psycopg2 to encode again.
+        buffer = io.BytesIO(("\n".join([*map("\t".join, rows), *texts]) + "\n").encode())
         connection = connections[self.using]
         qn = connection.ops.quote_name
         sql = "COPY {} ({}) FROM STDIN".format(

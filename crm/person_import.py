@@ -181,20 +181,17 @@ def _people_rows(people: list[dict], *, import_job_id, definitions, helper=None)
         sealed = sealer.seal_new_subjects(ids, columns, absent=absent)
     else:
         sealed = sealer.seal_new_subjects(ids, columns)
+    add = rows.keyed_adder(_COLUMN_OF)
     for pk, cleaned in zip(ids, people, strict=True):
-        values = {_COLUMN_OF[name]: value for name, value in cleaned.items()
-                  if name in _COLUMN_OF}
-        values["id"] = pk
-        for name in _RELATED:
-            if name in cleaned:
-                values[f"{name}_id"] = cleaned[name].pk if cleaned[name] is not None else None
-        custom = cleaned.get("custom") or {}
-        if not sealed_custom.isdisjoint(custom):
-            custom = _seal_custom(custom, subject_id=pk, definitions=definitions,
-                                  seal=sealer.seal)
+        more = {f"{name}_id": cleaned[name].pk if cleaned[name] is not None else None
+                for name in _RELATED if name in cleaned}
+        custom = cleaned.get("custom")
         if custom:
-            values["custom"] = custom
-        rows.add(values)
+            if not sealed_custom.isdisjoint(custom):
+                custom = _seal_custom(custom, subject_id=pk, definitions=definitions,
+                                      seal=sealer.seal)
+            more["custom"] = custom
+        add(cleaned, id=pk, **more)
 
     def fill_sealed():
         if sealed is None:
@@ -227,12 +224,12 @@ def _uuid7_texts(count: int) -> list[str]:
 
 
 _RELATED = ("organisation", "owner")
-# A cleaned value's column on the people row, for the fields that are copied as they are (not
-# the related records, `custom`, or the sealed fields).
-_COLUMN_OF = {f.name: f.attname for f in Person._meta.concrete_fields
-              if f.name not in (*_RELATED, "custom", *ENCRYPTED_CORE)}
 _ENCRYPTED_COLUMNS = {name: Person._meta.get_field(name) for name in ENCRYPTED_CORE}
 # Each encrypted core field's columns — its sealed value, mask and blind index — in the order the
 # sealer gives them.
 _SEALED_COLUMNS = tuple(column for name, c in _ENCRYPTED_COLUMNS.items()
                         for column in (name, c.mask_field, c.index_field))
+# A cleaned value's column on the people row, for the fields that are copied as they are (not
+# the related records, `custom`, or the sealed fields and theirs).
+_COLUMN_OF = {f.name: f.attname for f in Person._meta.concrete_fields
+              if f.name not in (*_RELATED, "custom", *_SEALED_COLUMNS)}

@@ -840,3 +840,20 @@ def test_copy_rows_line_template_writes_rows_alike_but_for_the_columns_given():
     assert {(r.person_id, tuple(r.fields), r.action, r.source, r.at, r.actor_id)
             for r in rows} == {(pk, tuple(names), "create", "import", now, None)
                                for pk, names in zip(ids, fields, strict=True)}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's")
+def test_copy_rows_keyed_adder_sets_the_columns_of_known_keys_and_skips_the_rest():
+    import uuid
+
+    from config.pgcopy import CopyRows
+
+    rows = CopyRows(Person, now=clock.now())
+    add = rows.keyed_adder({"given": "first_name", "mail": "email"})
+    pk = uuid.uuid4()
+    add({"given": "tab\there", "mail": "k@example.org", "not_a_column": "x"}, id=pk,
+        custom={"note": "back\\slash"})
+    assert rows.write() == 1
+    person = Person.objects.get(pk=pk)
+    assert (person.first_name, person.email, person.custom, person.last_name) == (
+        "tab\there", "k@example.org", {"note": "back\\slash"}, "")
