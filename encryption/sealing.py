@@ -8,16 +8,20 @@ is defined here. `bulk.NewSubjectSealer` runs this in its own process or, throug
 it needs keys, never the database.
 """
 
-import hashlib
 import os
 import pickle
 import re
 import struct
 import sys
 
+try:  # CPython's own SHA-256: for one-block messages twice as fast as OpenSSL's through EVP
+    from _sha256 import sha256
+except ImportError:  # another Python: hashlib's (OpenSSL) gives the same bytes
+    from hashlib import sha256
+
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .cipher import NONCE_BYTES, sealed_header
+from .cipher import FORMAT_VERSION, NONCE_BYTES, sealed_header
 from .masking import masker
 
 DATA_KEY_BYTES = 32
@@ -64,19 +68,21 @@ def blind_tagger(key: bytes):
 
     The two keyed hash states (key XOR ipad, key XOR opad) are made once and each value
     continues from copies of them: the same bytes as `hmac.new(key, value, "sha256")` (tested),
-    at half the cost of copying an `hmac.HMAC` per value (an import tags two values a person).
+    at a third of the cost of copying an `hmac.HMAC` per value (an import tags two values a
+    person).
     """
     if len(key) > _SHA256_BLOCK:
-        key = hashlib.sha256(key).digest()
+        key = sha256(key).digest()
     key = key.ljust(_SHA256_BLOCK, b"\0")
-    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    inner = sha256(bytes(b ^ 0x36 for b in key))
+    outer = sha256(bytes(b ^ 0x5C for b in key))
 
     def tag(value: str) -> str:
         if not value:
             return ""
         mac = inner.copy()
-        mac.update(normalise(value).encode())
+        # `normalise`, inline: the usual identifier has nothing to strip
+        mac.update((value.upper() if value.isalnum() else normalise(value)).encode())
         digest = outer.copy()
         digest.update(mac.digest())
         return digest.digest()[:TAG_BYTES].hex()
@@ -152,29 +158,37 @@ class NewKeySealer:
         key_line = key_line.format
         wrap, master_header = self._master.encrypt, self._master_header
         none = "\t".join(cell for field in absent for cell in field)
-        lines, joined = [], []
+        # One read of the system's randomness for the whole request: per subject its key, key
+        # id, wrapping nonce and a nonce per field.
+        width = _KEY_RANDOM + NONCE_BYTES * len(prepared)
+        pool = os.urandom(width * len(subjects))
+        # Every data key's id has the same length, so its values' header is this and the id.
+        head = bytes([FORMAT_VERSION, 2 * KEY_ID_BYTES])
+        lines, joined, start = [], [], -width
         for subject, values in zip(subjects, zip(*columns, strict=True), strict=True):
+            start += width
             if not any(values):
                 joined.append(none)
                 continue
-            random = self.take(_KEY_RANDOM + NONCE_BYTES * len(values))
-            key_id = random[DATA_KEY_BYTES:_KEY_ID_END].hex()
-            nonce = random[_KEY_ID_END:_KEY_RANDOM]
-            wrapped = master_header + nonce + wrap(nonce, random[:DATA_KEY_BYTES],
-                                                   data_key_aad(subject, key_id))
+            key, key_id = pool[start:start + DATA_KEY_BYTES], \
+                pool[start + DATA_KEY_BYTES:start + _KEY_ID_END].hex()
+            nonce = pool[start + _KEY_ID_END:start + _KEY_RANDOM]
+            wrapped = master_header + nonce + wrap(
+                nonce, key, f"datakey:{subject}:{key_id}".encode())  # `data_key_aad`
             lines.append(key_line(copy_str(subject), key_id, "\\\\x" + wrapped.hex()))
-            encrypt, header = AESGCM(random[:DATA_KEY_BYTES]).encrypt, sealed_header(key_id)
-            bound, out, at = subject.encode(), [], _KEY_RANDOM
+            encrypt, header = AESGCM(key).encrypt, head + key_id.encode()
+            bound, out, at = subject.encode(), [], start + _KEY_RANDOM
             for (prefix, mask_, tagger), plaintext, default in zip(prepared, values, absent,
                                                                    strict=True):
                 if not plaintext:
                     out += default
                     continue
-                nonce, at = random[at:at + NONCE_BYTES], at + NONCE_BYTES
+                nonce, at = pool[at:at + NONCE_BYTES], at + NONCE_BYTES
                 masked = mask_(plaintext)
                 out += ("\\\\x" + (header + nonce + encrypt(nonce, plaintext.encode(),
                                                               prefix + bound)).hex(),
-                        copy_str(masked),
+                        masked if "\\" not in masked and masked.isprintable()
+                        else copy_str(masked),
                         tagger(plaintext) if tagger else "")
             joined.append("\t".join(out))
         return "\n".join(lines), joined
