@@ -8,9 +8,11 @@ shredded when the run ends.
 """
 
 import codecs
+import collections
 import csv
 import gc
 import io
+import itertools
 import logging
 import subprocess
 import sys
@@ -107,7 +109,12 @@ def clean_mapping(mapping, *, header: list[str], fields) -> dict[str, str]:
 # -- the file ------------------------------------------------------------------------------------
 
 def _lines(pieces):
-    """Physical lines (endings kept, as csv wants them) from text pieces cut anywhere."""
+    """Physical lines (endings kept, as csv wants them) from text pieces cut anywhere; chained
+    in C, a piece's lines at a time (an import reads every line twice)."""
+    return itertools.chain.from_iterable(_piece_lines(pieces))
+
+
+def _piece_lines(pieces):
     rest = ""
     for piece in pieces:
         lines = io.StringIO(rest + piece, newline="").readlines()
@@ -115,18 +122,22 @@ def _lines(pieces):
         # The last line may continue in the next piece (or be a "\r" whose "\n" follows).
         if lines and not lines[-1].endswith("\n"):
             rest = lines.pop()
-        yield from lines
+        yield lines
     if rest:
-        yield rest
+        yield [rest]
 
 
-def _records(pieces):
-    """(line number, cells | csv error message) for every record, header included.
+def _reader(pieces):
+    return csv.reader(_lines(pieces), strict=True)
+
+
+def _records(reader):
+    """(line number, cells | csv error message) for every record of a `_reader`, header
+    included.
 
     The line number is where the record starts (the header is line 1), so a field spanning
     lines is reported where a person looking at the file would find it.
     """
-    reader = csv.reader(_lines(pieces), strict=True)
     while True:
         start = reader.line_num + 1
         try:
@@ -138,6 +149,19 @@ def _records(pieces):
             continue
         if cells:
             yield start, cells
+
+
+def _count_records(reader) -> int:
+    """How many records `_records(reader)` would give from here on — a malformed one counts —
+    with the counting in C: an upload's records are counted for progress before the run."""
+    counter, rows = itertools.count(), filter(None, reader)
+    while True:
+        try:
+            # `counter` advances once a row; zip asks `rows` first, so not for a failed one
+            collections.deque(zip(rows, counter, strict=False), maxlen=0)
+            return next(counter)
+        except csv.Error:
+            next(counter)
 
 
 def _upload_pieces(upload):
@@ -196,12 +220,12 @@ def import_job_create(*, upload, user=None, source: str, file_name: str = "") ->
             job.file_size += len(piece.encode())
             yield piece
 
-    records = _records(stored())
-    first = next(records, None)
+    reader = _reader(stored())
+    first = next(_records(reader), None)
     if first is None:
         raise ValidationError({"file": [_("The file is empty.")]})
     job.header = _check_header(first[1])
-    job.total_rows = sum(1 for _record in records)
+    job.total_rows = _count_records(reader)
     job.save(update_fields=["header", "total_rows", "file_size"])
     return job
 
@@ -213,7 +237,7 @@ def _file_records(job: ImportJob):
                 "data", flat=True).get()
             yield open_value(bytes(blob), subject_id=job.pk, context=FILE_CONTEXT)
 
-    records = _records(pieces())
+    records = _records(_reader(pieces()))
     next(records, None)  # the header, checked at upload
     return records
 

@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 
 from config import clock
 
-from .imports import _check_header, _records, _upload_pieces
+from .imports import _check_header, _reader, _records, _upload_pieces
 from .models import AuditEntry, ListMembership, MarketingList, Person
 from .selectors import addresses_known
 from .services import _audit, normalise_email
@@ -138,7 +138,7 @@ def list_add_csv(*, marketing_list: MarketingList, file, actor=None, source: str
     is reported in `errors` with its line number while the good rows are added. A file that is
     not a UTF-8 CSV with an email column raises ValidationError({"file": …}) and adds no one.
     """
-    records = _records(_upload_pieces(file))
+    records = _records(_reader(_upload_pieces(file)))
     first = next(records, None)
     if first is None:
         raise ValidationError({"file": [_("The file is empty.")]})

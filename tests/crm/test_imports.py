@@ -9,6 +9,8 @@ from django.core.management.base import CommandError
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from config import clock
@@ -80,6 +82,26 @@ def test_line_numbers_count_physical_lines_of_quoted_multiline_fields():
     job = run_import(text)
     assert errors_by_line(job).keys() == {4}
     assert Person.objects.get(email="ada@example.org").company == "Analytical\nEngines"
+
+
+_CSV_BITS = st.sampled_from(["a", "b,c", ",", '"', '""', '"x,y"', '"multi\nline"', "\n",
+                             "\r\n", "\r", " ", "é", '"unclosed', 'x"y'])
+
+
+@settings(max_examples=300, deadline=None)
+@given(bits=st.lists(_CSV_BITS, max_size=40), cuts=st.lists(st.integers(0, 200), max_size=5))
+def test_the_upload_counts_the_records_the_run_reads(bits, cuts):
+    """`import_job_create` counts records with `_count_records`, the run reads them with
+    `_records`: for any text, cut into pieces anywhere, blank lines and malformed records
+    included, both see the same records."""
+    text = "".join(bits)
+    edges = sorted({0, len(text), *(c for c in cuts if c < len(text))})
+    pieces = [text[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    expected = len(list(imports._records(imports._reader(iter(pieces)))))
+    assert imports._count_records(imports._reader(iter(pieces))) == expected
+    reader = imports._reader(iter(pieces))  # as the upload does: the header read first
+    first = next(imports._records(reader), None)
+    assert (first is not None) + imports._count_records(reader) == expected
 
 
 def test_dedupe_by_normalised_email_within_the_file_and_against_existing_people():
