@@ -407,7 +407,10 @@ def _run_pipelined(job: ImportJob, definitions) -> None:
     def hand_over(chunk):
         nonlocal pending
         prepared, structural, seen = chunk
-        prepared.complete()  # while the writer may still be busy with the chunk before
+        # While the writer may still be busy with the chunk before: the helper's answer
+        # collected and the data keys written, on this thread's connection — PostgreSQL
+        # inserts them on a second backend meanwhile.
+        prepared.save_keys()
         if pending is not None:
             pending.result()
         pending = writer.submit(_write_chunk, job, prepared, structural, seen)

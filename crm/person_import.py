@@ -96,6 +96,16 @@ class PreparedImport:
             pending()
         return self
 
+    def save_keys(self) -> None:
+        """Write this chunk's data keys now, on the calling thread's connection: outside a
+        transaction they commit at once, before the people do — so a caller can write them
+        while another connection writes the chunk before (`person_import_write` then has none
+        left to write). Keys first is the safe order: a run that stops in between leaves
+        keys that seal nothing, never a sealed value without its key."""
+        self.complete()
+        if self.sealer is not None:
+            self.sealer.save_keys()
+
 
 def person_import_prepare(
     *, rows: list[tuple[int, dict]], definitions: list[FieldDefinition], import_job_id=None,

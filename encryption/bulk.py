@@ -148,10 +148,10 @@ _HELPER_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "VIRT
 class NewSubjectSealer:
     """Seals values for subjects that are being created now and so have no data key yet.
 
-    Call `save_keys()` — after collecting every `Sealed` — before the rows holding the sealed
-    values commit (in the same transaction when the keys live in the main database): a sealed
-    value whose key was never stored cannot be opened. Not for existing subjects — their key
-    already exists and would be shadowed.
+    Call `save_keys()` — after collecting every `Sealed` — so that the keys commit before the
+    rows holding the sealed values, or with them: a sealed value whose key was never stored
+    cannot be opened, while a key whose rows never commit seals nothing. Not for existing
+    subjects — their key already exists and would be shadowed.
     """
 
     def __init__(self, *, helper: SealingHelper | None = None):

@@ -480,6 +480,30 @@ def test_a_worker_run_writes_on_a_second_connection_while_preparing_the_next_chu
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_pipelined_run_commits_each_chunks_data_keys_before_its_people(monkeypatch):
+    """The preparing thread writes a chunk's data keys (committed at once) while the writer
+    COPYs the chunk before: a chunk whose write then fails leaves keys that seal nothing, and
+    no person ever lacks the key of their sealed values."""
+    monkeypatch.setattr(imports, "CHUNK_ROWS", 2)
+    real, writes = person_import.person_import_write, []
+
+    def write(prepared):
+        writes.append(prepared)
+        if len(writes) == 2:
+            raise RuntimeError("the second chunk's write fails")
+        return real(prepared)
+
+    monkeypatch.setattr(person_import, "person_import_write", write)
+    rows = "".join(f"N{i},L,p{i}@example.org,,,{VISA}\n" for i in range(6))
+    job = run_import(HEADER + rows)
+    assert (job.state, job.created_count) == ("failed", 2)
+    people = set(Person.objects.values_list("pk", flat=True))
+    keys = set(DataKey.objects.values_list("subject_id", flat=True))
+    assert len(people) == 2 and people < keys and len(keys) == 6  # every chunk's keys
+    assert sorted(find_by_identifier("card_number", VISA)) == sorted(people)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_duplicate_of_a_chunk_not_yet_committed_two_chunks_back_is_skipped_without_a_retry(
         monkeypatch):
     """Chunk 3 is classified while chunk 1 is still being written and chunk 2 waits: both
