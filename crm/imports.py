@@ -397,23 +397,25 @@ def import_job_fail(*, job_id, error: Exception) -> ImportJob:
 def _run_pipelined(job: ImportJob, definitions) -> None:
     """Prepare chunk k+2 (parse, validate, classify: Python) while a second connection writes
     chunk k (COPY and index upkeep: PostgreSQL) and, for a run with encrypted columns, a helper
-    process seals chunk k+1; chunk k+1 goes to the writer once k is written. Chunks still
-    commit one after another, in order; a chunk is classified against the committed rows plus
-    the addresses of the chunks not yet committed.
+    process seals chunk k+1; chunk k+1 goes to the writer once k is written, and its data keys
+    to a third connection at once (committed before its people). Chunks commit one after
+    another, in order; a chunk is classified against the committed rows plus the addresses of
+    the chunks not yet committed.
     """
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-writer")
+    keys_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import-keys")
     pending, queued, unwritten, helper = None, None, ((), ()), None
 
     def hand_over(chunk):
         nonlocal pending
         prepared, structural, seen = chunk
-        # While the writer may still be busy with the chunk before: the helper's answer
-        # collected and the data keys written, on this thread's connection — PostgreSQL
-        # inserts them on a second backend meanwhile.
-        prepared.save_keys()
+        prepared.complete()  # the helper's answer, while the writer may still be busy
+        # Its keys are written at once, its people when the chunk before is: they commit
+        # after the keys (`PreparedImport.save_keys`: keys first is the safe order).
+        keys = keys_writer.submit(prepared.save_keys)
         if pending is not None:
             pending.result()
-        pending = writer.submit(_write_chunk, job, prepared, structural, seen)
+        pending = writer.submit(_write_chunk, job, prepared, structural, seen, keys=keys)
 
     try:
         _switch_interval_shortened(True)
@@ -434,8 +436,9 @@ def _run_pipelined(job: ImportJob, definitions) -> None:
         if helper is not None:
             helper.close()
         _switch_interval_shortened(False)
-        writer.submit(connections.close_all).result()
-        writer.shutdown()
+        for executor in (writer, keys_writer):
+            executor.submit(connections.close_all).result()
+            executor.shutdown()
 
 
 _switch = {"runs": 0, "saved": None}
@@ -474,14 +477,14 @@ def _sealing_helper(job: ImportJob) -> SealingHelper | None:
         return None
 
 
-def _write_chunk(job: ImportJob, prepared, structural: list, seen: int) -> None:
+def _write_chunk(job: ImportJob, prepared, structural: list, seen: int, *, keys=None) -> None:
     with transaction.atomic():
         if connection.vendor == "postgresql":
             # Safe to not wait for the WAL flush: the job's counters commit with the rows, so
             # a commit lost in a crash is lost with its progress and the resumed run redoes it.
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
-        result = person_import.person_import_write(prepared)
+        result = person_import.person_import_write(prepared, keys=keys)
         _record_chunk(job, structural + result.errors, result, seen)
 
 

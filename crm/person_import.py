@@ -144,13 +144,20 @@ def person_import_prepare(
     return prepared
 
 
-def person_import_write(prepared: PreparedImport) -> ImportChunkResult:
-    """Write a prepared chunk in one transaction (see `person_import_chunk`)."""
+def person_import_write(prepared: PreparedImport, *, keys=None) -> ImportChunkResult:
+    """Write a prepared chunk in one transaction (see `person_import_chunk`).
+
+    `keys` is for a caller that has the chunk's data keys written on another connection
+    (`PreparedImport.save_keys`): a future of that. The people are then written meanwhile and
+    committed only after it — keys first."""
     prepared.complete()
     try:
         with transaction.atomic():
-            prepared.sealer.save_keys()
+            if keys is None:
+                prepared.sealer.save_keys()
             prepared.people.write()
+            if keys is not None:
+                keys.result()  # committed, or this chunk is not
     except IntegrityError:
         # Another writer took one of these addresses since the check: look again, once.
         again = person_import_prepare(rows=prepared.rows, definitions=prepared.definitions,

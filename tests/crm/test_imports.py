@@ -295,11 +295,11 @@ def test_a_run_resumes_after_the_last_committed_chunk(monkeypatch):
     real = person_import.person_import_write
     calls = []
 
-    def dies_on_second_chunk(prepared):
+    def dies_on_second_chunk(prepared, **kwargs):
         calls.append(1)
         if len(calls) == 2:
             raise OperationalError("worker lost")
-        return real(prepared)
+        return real(prepared, **kwargs)
 
     monkeypatch.setattr(person_import, "person_import_write", dies_on_second_chunk)
     with pytest.raises(OperationalError):
@@ -462,11 +462,11 @@ def test_a_worker_run_writes_on_a_second_connection_while_preparing_the_next_chu
     threads = set()
     real = person_import.person_import_write
 
-    def write(prepared):
+    def write(prepared, **kwargs):
         import threading
 
         threads.add(threading.current_thread().name)
-        return real(prepared)
+        return real(prepared, **kwargs)
 
     monkeypatch.setattr(person_import, "person_import_write", write)
     rows = "".join(f"N{i},L,p{i % 4}@example.org,,,{VISA if i % 2 else ''}\n" for i in range(9))
@@ -487,11 +487,11 @@ def test_a_pipelined_run_commits_each_chunks_data_keys_before_its_people(monkeyp
     monkeypatch.setattr(imports, "CHUNK_ROWS", 2)
     real, writes = person_import.person_import_write, []
 
-    def write(prepared):
+    def write(prepared, **kwargs):
         writes.append(prepared)
         if len(writes) == 2:
             raise RuntimeError("the second chunk's write fails")
-        return real(prepared)
+        return real(prepared, **kwargs)
 
     monkeypatch.setattr(person_import, "person_import_write", write)
     rows = "".join(f"N{i},L,p{i}@example.org,,,{VISA}\n" for i in range(6))
@@ -522,9 +522,9 @@ def test_a_duplicate_of_a_chunk_not_yet_committed_two_chunks_back_is_skipped_wit
             prepared_three.set()
         return real_prepare(**kwargs)
 
-    def write(prepared):
+    def write(prepared, **kwargs):
         assert prepared_three.wait(10)  # chunk 1 commits only after chunk 3 was classified
-        return real_write(prepared)
+        return real_write(prepared, **kwargs)
 
     monkeypatch.setattr(person_import, "person_import_prepare", prepare)
     monkeypatch.setattr(person_import, "person_import_write", write)
