@@ -22,7 +22,7 @@ except ImportError:  # another Python: hashlib's (OpenSSL) gives the same bytes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .cipher import FORMAT_VERSION, NONCE_BYTES, sealed_header
-from .masking import masker
+from .masking import MASK_CHAR, masker
 
 DATA_KEY_BYTES = 32
 KEY_ID_BYTES = 4
@@ -61,6 +61,19 @@ def copy_str(value: str) -> str:
         return value
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace(
         "\r", "\\r")
+
+
+def copy_mask(value: str) -> str:
+    """A mask in COPY's text format, in ASCII: `copy_str`, with each mask character written as
+    the octal escapes of its UTF-8 bytes, which COPY reads back as the character. One non-ASCII
+    character makes Python keep a whole string at two bytes a character — the reply that holds
+    it, the COPY row it is joined into, then each step that re-encodes them; a sealed row has
+    two masks."""
+    text = value if value.isprintable() and "\\" not in value else copy_str(value)
+    return text.replace(MASK_CHAR, _MASK_ESCAPED) if MASK_CHAR in text else text
+
+
+_MASK_ESCAPED = "".join(f"\\{byte:03o}" for byte in MASK_CHAR.encode())
 
 
 def blind_tagger(key: bytes):
@@ -187,8 +200,7 @@ class NewKeySealer:
                 masked = mask_(plaintext)
                 out += ("\\\\x" + (header + nonce + encrypt(nonce, plaintext.encode(),
                                                               prefix + bound)).hex(),
-                        masked if "\\" not in masked and masked.isprintable()
-                        else copy_str(masked),
+                        copy_mask(masked),
                         tagger(plaintext) if tagger else "")
             joined.append("\t".join(out))
         return "\n".join(lines), joined
