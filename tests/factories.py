@@ -1,6 +1,8 @@
 """factory-boy factories for every model. People are created through the person service, so
 tests set state up the way the product does."""
 
+import io
+
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -103,3 +105,15 @@ class MailboxMessageFactory(factory.django.DjangoModelFactory):
     to = factory.Sequence(lambda n: f"person{n}@example.org")
     subject = "Hello"
     body_text = "Hello there"
+
+
+def import_people(text: str, *, user=None, file_name: str = "people.csv", mapping=None):
+    """Run a CSV import as staff do — upload, map (by header names unless `mapping`), start —
+    and run it inline like the worker; the finished job."""
+    from crm import imports
+
+    job = imports.import_job_create(upload=io.BytesIO(text.encode()), user=user,
+                                    source=services.Source.STAFF, file_name=file_name)
+    imports.import_job_set_mapping(job=job, mapping=mapping)
+    imports.import_job_start(job=job)
+    return imports.import_job_run(job.pk)

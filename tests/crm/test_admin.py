@@ -1,4 +1,3 @@
-import io
 
 import pytest
 from django.contrib import admin as django_admin
@@ -8,7 +7,6 @@ from django.urls import reverse
 from campaigns.models import DoubleOptInBatch, EmailMessage, MailboxMessage
 from config import clock
 from consents.models import ConsentEvent, ConsentSettings, PortalSettings
-from crm import services
 from crm.models import AuditEntry, Contact, FieldType, Lead, Person
 from encryption.models import FieldAccessLog
 from preferences_portal.models import InvitationRun
@@ -19,6 +17,7 @@ from tests.factories import (
     OrganisationFactory,
     PersonFactory,
     StaffUserFactory,
+    import_people,
 )
 
 pytestmark = pytest.mark.django_db
@@ -257,14 +256,8 @@ def test_people_list_counts_at_most_the_cap(staff_client, monkeypatch):
 
 
 def test_the_person_page_history_shows_the_import_that_created_them(admin_client_, admin_user_):
-    from crm import imports
-
-    job = imports.import_job_create(
-        upload=io.BytesIO(b"first_name,email\nAda,ada@example.org\n"), user=admin_user_,
-        source=services.Source.STAFF, file_name="fair.csv")
-    imports.import_job_set_mapping(job=job, mapping=None)
-    imports.import_job_start(job=job)
-    imports.import_job_run(job.pk)
+    import_people("first_name,email\nAda,ada@example.org\n", user=admin_user_,
+                  file_name="fair.csv")
     person = Person.objects.get(email="ada@example.org")
 
     page = admin_client_.get(reverse("admin:crm_person_change", args=[person.pk]))

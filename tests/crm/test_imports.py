@@ -18,7 +18,7 @@ from crm import imports, person_import, services
 from crm.models import AuditEntry, FieldType, ImportFileBlock, ImportJob, Person
 from crm.selectors import find_by_identifier, person_history
 from encryption.models import DataKey
-from tests.factories import FieldDefinitionFactory, PersonFactory, UserFactory
+from tests.factories import FieldDefinitionFactory, PersonFactory, UserFactory, import_people
 
 pytestmark = pytest.mark.django_db
 VISA = "4111 1111 1111 1111"
@@ -32,11 +32,7 @@ def stop_processing(person):
 
 def run_import(text: str, *, mapping=None, user=None) -> ImportJob:
     """Upload, map (default mapping unless given), start, and run inline like the worker."""
-    job = imports.import_job_create(upload=io.BytesIO(text.encode()), user=user,
-                                    source=services.Source.STAFF, file_name="people.csv")
-    imports.import_job_set_mapping(job=job, mapping=mapping)
-    imports.import_job_start(job=job)
-    return imports.import_job_run(job.pk)
+    return import_people(text, user=user, mapping=mapping)
 
 
 def errors_by_line(job) -> dict:

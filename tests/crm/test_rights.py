@@ -1,6 +1,5 @@
 """The data-subject rights on every write path: services, staff admin, API, import."""
 
-import io
 from datetime import UTC, datetime
 
 import pytest
@@ -10,11 +9,11 @@ from django.urls import reverse
 from campaigns.gateway import Kind as MailKind
 from campaigns.models import EmailMessage
 from config import clock
-from crm import extensions, imports, rights, services
+from crm import extensions, rights, services
 from crm.errors import ProcessingStopped, ServiceError
 from crm.models import AuditEntry, Person, RightsRequest
 from crm.roles import ADMIN_ONLY_PERMISSIONS, STAFF_PERMISSIONS
-from tests.factories import AdminUserFactory, PersonFactory, StaffUserFactory
+from tests.factories import AdminUserFactory, PersonFactory, StaffUserFactory, import_people
 
 pytestmark = pytest.mark.django_db
 
@@ -173,12 +172,7 @@ def test_the_notice_is_written_while_the_record_is_still_stopped(monkeypatch):
 def test_import_skips_a_stopped_record():
     person = PersonFactory(email="stopped@example.org", first_name="Old")
     stop(person)
-    job = imports.import_job_create(
-        upload=io.BytesIO(b"first_name,email\nNew,stopped@example.org\n"), user=None,
-        source=services.Source.STAFF, file_name="people.csv")
-    imports.import_job_set_mapping(job=job, mapping=None)
-    imports.import_job_start(job=job)
-    job = imports.import_job_run(job.pk)
+    job = import_people("first_name,email\nNew,stopped@example.org\n")
     assert (job.stopped_count, job.created_count) == (1, 0)
     person.refresh_from_db()
     assert person.first_name == "Old"
@@ -230,12 +224,8 @@ def test_export_holds_every_section_and_decrypts_for_the_contact():
 
 def test_export_tells_an_imported_person_their_data_came_from_an_import_not_which_file():
     staff = StaffUserFactory(username="sam.staff")
-    job = imports.import_job_create(
-        upload=io.BytesIO(b"first_name,email\nAda,ada@example.org\n"), user=staff,
-        source=services.Source.STAFF, file_name="leads-from-fair.csv")
-    imports.import_job_set_mapping(job=job, mapping=None)
-    imports.import_job_start(job=job)
-    imports.import_job_run(job.pk)
+    import_people("first_name,email\nAda,ada@example.org\n", user=staff,
+                  file_name="leads-from-fair.csv")
     person = Person.objects.get(email="ada@example.org")
     services.person_update(person=person, data={"first_name": "Augusta"}, actor=staff,
                            source=services.Source.STAFF)
