@@ -92,26 +92,9 @@ class CopyRows:
             return
         row = self._template.copy()
         index = self.index
-        for name, value in values.items():  # copy_text's common case inline: a plain string
-            row[index[name]] = value if type(value) is str and value.isprintable() \
-                and "\\" not in value else copy_text(value)
+        for name, value in values.items():
+            row[index[name]] = copy_text(value)
         self._rows.append(row)
-
-    def adder(self, *names: str):
-        """A faster `add` for hot loops: `adder("a", "b")(a, b)` adds a row with those columns
-        set, positionally. Values are converted as by `add`."""
-        if not self.postgres:
-            return lambda *values: self._rows.append(dict(zip(names, values, strict=True)))
-        slots = [self.index[name] for name in names]
-        template, append = self._template, self._rows.append
-
-        def add(*values) -> None:
-            row = template.copy()
-            for slot, value in zip(slots, values, strict=True):
-                row[slot] = copy_text(value)
-            append(row)
-
-        return add
 
     def keyed_adder(self, columns: dict):
         """A faster `add` for dicts keyed otherwise (a service's cleaned values): with `columns`
@@ -131,7 +114,7 @@ class CopyRows:
             row = template.copy()
             for key, value in values.items():
                 slot = slot_of.get(key)
-                if slot is not None:  # copy_text's common case inline, as in `add`
+                if slot is not None:  # copy_text's common case inline: a plain string
                     row[slot] = value if type(value) is str and value.isprintable() \
                         and "\\" not in value else copy_text(value)
             for name, value in more.items():

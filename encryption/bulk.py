@@ -30,7 +30,6 @@ from .router import keys_db
 from .sealing import FRAME_HEAD, NewKeySealer, frame, unframe, value_aad
 
 logger = logging.getLogger(__name__)
-_KEY_COLUMNS = ("subject_id", "key_id", "master_key_id", "wrapped")
 _NO_VALUE = (None, "", "")  # an encrypted field without a value: its value, mask, blind index
 
 
@@ -164,7 +163,6 @@ class NewSubjectSealer:
         self._elsewhere: set = set()  # subjects whose key the helper made (not held here)
         self._fields: list = []
         self._keys = CopyRows(DataKey, now=clock.now(), using=keys_db())
-        self._add_key = self._keys.adder(*_KEY_COLUMNS)
 
     def field(self, *, context: str, mask_rule: str, indexed: bool = True) -> None:
         """Register one encrypted field (its context, mask rule and, when `indexed`, blind
@@ -259,7 +257,8 @@ class NewSubjectSealer:
             if subject in self._elsewhere:
                 raise ValueError("This subject's key was made by the sealing helper.")
             key_id, wrapped, aead, header = self._core.new_key(subject)
-            self._add_key(subject, key_id, self._master_id, wrapped)
+            self._keys.add({"subject_id": subject, "key_id": key_id,
+                            "master_key_id": self._master_id, "wrapped": wrapped})
             entry = self._ciphers[subject] = (key_id, aead, header)
         return entry
 

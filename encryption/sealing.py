@@ -70,7 +70,7 @@ def copy_mask(value: str) -> str:
     it, the COPY row it is joined into, then each step that re-encodes them; a sealed row has
     two masks."""
     text = value if value.isprintable() and "\\" not in value else copy_str(value)
-    return text.replace(MASK_CHAR, _MASK_ESCAPED) if MASK_CHAR in text else text
+    return text.replace(MASK_CHAR, _MASK_ESCAPED)
 
 
 _MASK_ESCAPED = "".join(f"\\{byte:03o}" for byte in MASK_CHAR.encode())
