@@ -235,8 +235,10 @@ class NewSubjectSealer:
                                                     strict=True) if any(values)]
         try:
             keys, joined = helper.result()
-            # A value sealed under a key that is not saved could never be opened again.
-            if len(joined) != len(subjects) or any(type(text) is not str for text in joined) \
+            # A line per subject, each of three cells a field (COPY text holds no raw tab or
+            # newline). A value sealed under a key that is not saved could never be opened again.
+            cells = (3 * len(fields) - 1) * len(subjects)
+            if joined.count("\n") + 1 != len(subjects) or joined.count("\t") != cells \
                     or (keys.count("\n") + 1 if keys else 0) != len(keyed):
                 raise SealingHelperError("The sealing helper answered for other subjects.")
         except (SealingHelperError, TypeError, ValueError, AttributeError):
@@ -244,7 +246,7 @@ class NewSubjectSealer:
             return self._seal_here(fields, absent, subjects, columns)
         self._keys.add_text(keys, len(keyed))
         self._elsewhere.update(keyed)
-        return joined
+        return joined.split("\n")
 
     def _helper_failed(self, helper: SealingHelper) -> None:
         logger.warning("The sealing helper stopped; sealing in the import's own process.")

@@ -32,18 +32,20 @@ def mask(value: str, rule: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def masker(rule: str):
-    """`mask` with the rule parsed once: for callers that mask many values of one field."""
+def masker(rule: str, hidden_as: str = MASK_CHAR):
+    """`mask` with the rule parsed once: for callers that mask many values of one field.
+    `hidden_as` stands for each hidden character (the sealing helper's is MASK_CHAR already
+    escaped for COPY)."""
     kind, n = _parse(rule or DEFAULT_RULE)
     if kind in ("fixed", "full"):
-        fixed = MASK_CHAR * n
+        fixed = hidden_as * n
         return lambda value: fixed if value else ""
 
     def apply(value: str) -> str:
         if not value:
             return ""
         shown = min(n, len(value) // 2)
-        hidden = MASK_CHAR * (len(value) - shown)
+        hidden = hidden_as * (len(value) - shown)
         if kind == "last":
             return hidden + value[-shown:] if shown else hidden
         return value[:shown] + hidden

@@ -76,6 +76,20 @@ def copy_mask(value: str) -> str:
 _MASK_ESCAPED = "".join(f"\\{byte:03o}" for byte in MASK_CHAR.encode())
 
 
+def copy_masker(rule: str):
+    """`copy_mask(masker(rule)(value))` in one step: the hidden characters made as their
+    escapes, the value's exposed ones escaped only if they need it (a property test holds
+    the two equal)."""
+    plain, escaped = masker(rule), masker(rule, _MASK_ESCAPED)
+
+    def mask_(value: str) -> str:
+        if value.isascii() and value.isprintable() and "\\" not in value:  # the usual value:
+            return escaped(value)  # nothing to escape
+        return copy_mask(plain(value))
+
+    return mask_
+
+
 def blind_tagger(key: bytes):
     """The blind-index tag of a value under one field's key: HMAC-SHA256 (RFC 2104), truncated.
 
@@ -110,7 +124,8 @@ class NewKeySealer:
     """Data keys for new subjects and their values sealed under them.
 
     `fields` are (context, mask rule, blind-index key or None) per encrypted field; a subject's
-    values name their field by its position in that list.
+    values name their field by its position in that list. `prepare` makes each field's
+    (context prefix, masker, masker to COPY text, blind tagger or None).
     """
 
     def __init__(self, *, master_id: str, master_key: bytes):
@@ -124,7 +139,8 @@ class NewKeySealer:
         prepared = self._fields.get(fields)
         if prepared is None:
             prepared = self._fields[fields] = [
-                (f"{context}:", masker(rule), blind_tagger(key) if key else None)
+                (f"{context}:", masker(rule), copy_masker(rule),
+                 blind_tagger(key) if key else None)
                 for context, rule, key in fields
             ]
         return prepared
@@ -145,7 +161,7 @@ class NewKeySealer:
         nonces = self.take(NONCE_BYTES * len(values))
         out = []
         for at, (position, plaintext) in enumerate(values):
-            prefix, mask_, tagger = prepared[position]
+            prefix, mask_, _copy_mask, tagger = prepared[position]
             nonce = nonces[at * NONCE_BYTES:(at + 1) * NONCE_BYTES]
             blob = header + nonce + aead.encrypt(nonce, plaintext.encode(),
                                                  (prefix + subject).encode())
@@ -159,51 +175,62 @@ class NewKeySealer:
 
         `columns` holds one list per field, aligned with `subjects`: the plaintext, or "" for
         none. → (the data-key rows, one per line, each `key_line` (a `CopyRows.line_template`)
-        filled with the texts of subject, key id and wrapped key; per subject one
-        text: for each field the texts of (sealed value, mask, blind index), or the field's
-        `absent` texts where it has no value, all joined by tabs — a slot of `CopyRows.join`).
+        filled with the texts of subject, key id and wrapped key; per subject one line: for
+        each field the texts of (sealed value, mask, blind index), or the field's `absent`
+        texts where it has no value, all joined by tabs — a slot of `CopyRows.join`). Both are
+        one string: one object to pass between processes instead of one a subject.
 
-        The same keys, wrapping and values as `new_key` and `seal`, with their steps inlined:
+        The same keys, wrapping and values as `new_key` and `seal`, done a column at a time:
         this is the sealing helper's whole work, ~2 µs of cryptography per value, which the
         calls and tuples around it had tripled."""
-        prepared = [(prefix.encode(), mask_, tagger)
-                    for prefix, mask_, tagger in self.prepare(fields)]
-        key_line = key_line.format
-        wrap, master_header = self._master.encrypt, self._master_header
-        none = "\t".join(cell for field in absent for cell in field)
+        keyed = [at for at, values in enumerate(zip(*columns, strict=True)) if any(values)]
+        if len(keyed) < len(subjects):  # those without a value get no key
+            names = [subjects[at] for at in keyed]
+            columns = [[column[at] for at in keyed] for column in columns]
+        else:
+            names = subjects
         # One read of the system's randomness for the whole request: per subject its key, key
         # id, wrapping nonce and a nonce per field.
-        width = _KEY_RANDOM + NONCE_BYTES * len(prepared)
-        pool = os.urandom(width * len(subjects))
+        width = _KEY_RANDOM + NONCE_BYTES * len(fields)
+        pool = os.urandom(width * len(names))
+        starts = range(0, len(pool), width)
+        keys = [pool[start:start + DATA_KEY_BYTES] for start in starts]
+        key_ids = [pool[start + DATA_KEY_BYTES:start + _KEY_ID_END].hex() for start in starts]
+        wrap, master_header = self._master.encrypt, self._master_header
+        wrapped = [
+            "\\\\x" + (master_header + nonce + wrap(
+                nonce, key, f"datakey:{name}:{key_id}".encode())).hex()  # `data_key_aad`
+            for nonce, key, name, key_id in zip(
+                [pool[start + _KEY_ID_END:start + _KEY_RANDOM] for start in starts], keys, names,
+                key_ids, strict=True)
+        ]
+        lines = "\n".join(map(key_line.format, map(copy_str, names), key_ids, wrapped))
+        encrypts = [AESGCM(key).encrypt for key in keys]
         # Every data key's id has the same length, so its values' header is this and the id.
         head = bytes([FORMAT_VERSION, 2 * KEY_ID_BYTES])
-        lines, joined, start = [], [], -width
-        for subject, values in zip(subjects, zip(*columns, strict=True), strict=True):
-            start += width
-            if not any(values):
-                joined.append(none)
-                continue
-            key, key_id = pool[start:start + DATA_KEY_BYTES], \
-                pool[start + DATA_KEY_BYTES:start + _KEY_ID_END].hex()
-            nonce = pool[start + _KEY_ID_END:start + _KEY_RANDOM]
-            wrapped = master_header + nonce + wrap(
-                nonce, key, f"datakey:{subject}:{key_id}".encode())  # `data_key_aad`
-            lines.append(key_line(copy_str(subject), key_id, "\\\\x" + wrapped.hex()))
-            encrypt, header = AESGCM(key).encrypt, head + key_id.encode()
-            bound, out, at = subject.encode(), [], start + _KEY_RANDOM
-            for (prefix, mask_, tagger), plaintext, default in zip(prepared, values, absent,
-                                                                   strict=True):
-                if not plaintext:
-                    out += default
-                    continue
-                nonce, at = pool[at:at + NONCE_BYTES], at + NONCE_BYTES
-                masked = mask_(plaintext)
-                out += ("\\\\x" + (header + nonce + encrypt(nonce, plaintext.encode(),
-                                                              prefix + bound)).hex(),
-                        copy_mask(masked),
-                        tagger(plaintext) if tagger else "")
-            joined.append("\t".join(out))
-        return "\n".join(lines), joined
+        headers = [head + key_id.encode() for key_id in key_ids]
+        bound = [name.encode() for name in names]
+        cells = []
+        for position, ((prefix, _mask, mask_, tagger), column, (none, no_mask, no_tag)) in \
+                enumerate(zip(self.prepare(fields), columns, absent, strict=True)):
+            prefix, at = prefix.encode(), _KEY_RANDOM + NONCE_BYTES * position
+            cells.append([
+                "\\\\x" + (header + nonce + encrypt(nonce, value.encode(), prefix + name)).hex()
+                if value else none
+                for encrypt, header, nonce, value, name in zip(
+                    encrypts, headers, [pool[start + at:start + at + NONCE_BYTES]
+                                        for start in starts], column, bound, strict=True)
+            ])
+            cells.append([mask_(value) if value else no_mask for value in column])
+            cells.append([tagger(value) if value else no_tag for value in column] if tagger
+                         else ["" if value else no_tag for value in column])
+        texts = list(map("\t".join, zip(*cells, strict=True)))
+        if len(keyed) < len(subjects):
+            joined = ["\t".join(cell for field in absent for cell in field)] * len(subjects)
+            for at, text in zip(keyed, texts, strict=True):
+                joined[at] = text
+            texts = joined
+        return lines, "\n".join(texts)
 
     def take(self, size: int) -> bytes:
         """Fresh random bytes, cut from one system read per ~64 KiB (a read per value costs as

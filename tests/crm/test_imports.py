@@ -842,14 +842,20 @@ def test_copy_rows_joined_columns_are_written_from_one_text_a_row():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_helper_answer_missing_a_key_row_is_sealed_again_in_process(helpers, monkeypatch):
+@pytest.mark.parametrize("garble", [
+    lambda keys, joined: (keys.rpartition("\n")[0], joined),  # a person's data key left out
+    lambda keys, joined: (keys, joined.rpartition("\n")[0]),  # a person's values left out
+    lambda keys, joined: (keys, joined.replace("\t", "", 1)),  # a cell short
+    lambda keys, joined: (keys, joined.split("\n")),  # not one text
+], ids=["key-missing", "line-missing", "cell-missing", "not-text"])
+def test_a_helper_answer_that_does_not_fit_is_sealed_again_in_process(
+        helpers, monkeypatch, garble):
     from encryption.bulk import SealingHelper
 
     real_result = SealingHelper.result
 
     def result(self):
-        keys, joined = real_result(self)
-        return keys.rpartition("\n")[0], joined  # one person's data key left out
+        return garble(*real_result(self))
 
     monkeypatch.setattr(SealingHelper, "result", result)
     rows = "".join(f"N{i},L,p{i}@example.org,,ID{i:06d},{card(i)}\n" for i in range(4))

@@ -8,7 +8,15 @@ from hypothesis import strategies as st
 
 from config.pgcopy import copy_text
 from encryption.cipher import NONCE_BYTES, sealed_header
-from encryption.sealing import NewKeySealer, copy_mask, copy_str, data_key_aad, value_aad
+from encryption.masking import masker
+from encryption.sealing import (
+    NewKeySealer,
+    copy_mask,
+    copy_masker,
+    copy_str,
+    data_key_aad,
+    value_aad,
+)
 
 MASKS = {"AB12345678": "••••••5678", "4000000000000002": "40" + "•" * 14, "ZZ99": "••99"}
 ABSENT = (("\\N", "", ""), ("\\N", "-", "-"))  # per field: its columns' texts without a value
@@ -56,6 +64,7 @@ def test_helper_rows_open_with_the_master_key_and_keep_the_templates_other_cells
     subjects = ["s-1", "s-2", "s-3"]
     columns = (["AB12345678", "ZZ99", ""], ["", "4000000000000002", ""])
     lines, joined = sealer.seal_as_text(fields, template, ABSENT, subjects, columns)
+    joined = joined.split("\n")  # one string: a line per subject
 
     rows = [line.split("\t") for line in lines.split("\n")]
     assert [row[1] for row in rows] == ["s-1", "s-2"]  # no data key without a value
@@ -90,3 +99,9 @@ def test_a_mask_in_copy_text_reads_back_as_the_mask(value):
     text = copy_mask(value)
     assert _copy_read(text) == value
     assert not set(text) & {"•", "\t", "\n", "\r"}  # ASCII for the mask, one cell
+
+
+@given(st.text(alphabet=st.characters(codec="utf-8") | st.sampled_from("\\\t\n\r•")),
+       st.sampled_from(["last:4", "first:2", "fixed:8", "full", "last:0"]))
+def test_a_mask_made_straight_in_copy_text_is_the_mask_in_copy_text(value, rule):
+    assert copy_masker(rule)(value) == copy_mask(masker(rule)(value))
