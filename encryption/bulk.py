@@ -9,6 +9,7 @@ while the import goes on with the rest of the chunk.
 """
 
 import contextlib
+import fcntl
 import logging
 import os
 import pickle
@@ -62,6 +63,8 @@ class SealingHelper:
             env={name: os.environ[name] for name in _HELPER_ENVIRONMENT if name in os.environ},
         )
         os.set_blocking(self._process.stdin.fileno(), False)  # writes wait in `_wait` only
+        for pipe in (self._process.stdin, self._process.stdout):
+            _widen(pipe)
         self._outstanding = None  # the Sealed whose answer is still in the pipe
         try:
             self._send((ring.primary_id, ring.primary))
@@ -140,6 +143,15 @@ class SealingHelper:
         self.close()
 
 
+def _widen(pipe) -> None:
+    """Give a pipe a buffer of up to `PIPE_BYTES` (Linux): an answer of ~3 MB then crosses in
+    a few reads instead of one per 64 KiB, each a wake-up of both processes."""
+    with contextlib.suppress(AttributeError, OSError):  # elsewhere, or above the system's cap
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+PIPE_BYTES = 1 << 20  # Linux's default cap for an unprivileged process (fs.pipe-max-size)
+
 # What the helper's environment keeps of ours: enough to find Python and read text as we do.
 _HELPER_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "PYTHONPATH", "VIRTUAL_ENV")
 
@@ -160,7 +172,7 @@ class NewSubjectSealer:
         self._helper = helper if helper is not None and helper.alive \
             and helper.master_id == ring.primary_id else None
         self._ciphers: dict = {}  # subject id (text) -> (key id, keyed cipher, sealed header)
-        self._elsewhere: set = set()  # subjects whose key the helper made (not held here)
+        self._elsewhere: set = set()  # subjects sent to the helper: any key is made there
         self._fields: list = []
         self._keys = CopyRows(DataKey, now=clock.now(), using=keys_db())
 
@@ -231,22 +243,20 @@ class NewSubjectSealer:
 
     def _from_helper(self, helper: SealingHelper, request: tuple) -> list:
         fields, _key_line, absent, subjects, columns = request
-        keyed = [subject for subject, values in zip(subjects, zip(*columns, strict=True),
-                                                    strict=True) if any(values)]
         try:
             keys, joined = helper.result()
-            # A line per subject, each of three cells a field (COPY text holds no raw tab or
-            # newline). A value sealed under a key that is not saved could never be opened again.
-            cells = (3 * len(fields) - 1) * len(subjects)
-            if joined.count("\n") + 1 != len(subjects) or joined.count("\t") != cells \
-                    or (keys.count("\n") + 1 if keys else 0) != len(keyed):
+            lines = joined.split("\n")
+            # A line per subject, and a key for each with a value: a value sealed under a key
+            # that is not saved could never be opened again.
+            keyed = sum(map(any, zip(*columns, strict=True)))
+            if len(lines) != len(subjects) or (keys.count("\n") + 1 if keys else 0) != keyed:
                 raise SealingHelperError("The sealing helper answered for other subjects.")
         except (SealingHelperError, TypeError, ValueError, AttributeError):
             self._helper_failed(helper)
             return self._seal_here(fields, absent, subjects, columns)
-        self._keys.add_text(keys, len(keyed))
-        self._elsewhere.update(keyed)
-        return joined.split("\n")
+        self._keys.add_text(keys, keyed)
+        self._elsewhere.update(subjects)  # each keyed there, if it has a value
+        return lines
 
     def _helper_failed(self, helper: SealingHelper) -> None:
         logger.warning("The sealing helper stopped; sealing in the import's own process.")
