@@ -58,7 +58,8 @@ def copy_text(value) -> str:
 
 
 class CopyRows:
-    """Rows for one model's table: every concrete column (the auto id excepted), defaults filled.
+    """Rows for one model's table: every concrete column (the auto id and the columns the
+    database fills, `db_default`, excepted), defaults filled.
 
     `add({attname: value, ...})` starts from the fields' defaults (auto_now fields get `now`;
     the `defaults` given override them), so a row lists only what differs. `write()` sends them
@@ -70,10 +71,12 @@ class CopyRows:
                  defaults: dict | None = None):
         self.model = model
         self.using = using
-        self.fields = [f for f in model._meta.concrete_fields
-                       if not (f.primary_key and f.get_internal_type().endswith("AutoField"))]
-        self.index = {f.attname: i for i, f in enumerate(self.fields)}
         self._defaults = dict(defaults or {})  # {attname: value}: every row's, unless set
+        # A column with a database default (`db_default`) is left to it, unless in `defaults`.
+        self.fields = [f for f in model._meta.concrete_fields
+                       if not (f.primary_key and f.get_internal_type().endswith("AutoField"))
+                       and not (f.has_db_default() and f.attname not in self._defaults)]
+        self.index = {f.attname: i for i, f in enumerate(self.fields)}
         defaults = [
             self._defaults[f.attname] if f.attname in self._defaults
             else now if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)

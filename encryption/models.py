@@ -2,6 +2,7 @@
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
 
@@ -17,7 +18,9 @@ class DataKey(models.Model):
     key_id = models.CharField(max_length=32)
     master_key_id = models.CharField(max_length=32)
     wrapped = models.BinaryField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The database's clock: an import writes a key a person, and parsing a timestamp's text
+    # was an eighth of PostgreSQL's work for each.
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:
         verbose_name = _("data key")
