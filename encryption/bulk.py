@@ -267,7 +267,8 @@ class NewSubjectSealer:
         entry = self._ciphers.get(subject)
         if entry is None:
             if subject in self._elsewhere:
-                raise ValueError("This subject's key was made by the sealing helper.")
+                raise ValueError("This subject was sent to the sealing helper: its values "
+                                 "are sealed there, under the key made there.")
             key_id, wrapped, aead, header = self._core.new_key(subject)
             self._keys.add({"subject_id": subject, "key_id": key_id,
                             "master_key_id": self._master_id, "wrapped": wrapped})

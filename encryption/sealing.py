@@ -183,6 +183,8 @@ class NewKeySealer:
         The same keys, wrapping and values as `new_key` and `seal`, done a column at a time:
         this is the sealing helper's whole work, ~2 µs of cryptography per value, which the
         calls and tuples around it had tripled."""
+        if any(len(column) != len(subjects) for column in columns):
+            raise ValueError("Each field's column needs a value (or \"\") per subject.")
         keyed = [at for at, values in enumerate(zip(*columns, strict=True)) if any(values)]
         if len(keyed) < len(subjects):  # those without a value get no key
             names = [subjects[at] for at in keyed]

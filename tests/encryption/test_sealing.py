@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
@@ -105,3 +106,11 @@ def test_a_mask_in_copy_text_reads_back_as_the_mask(value):
        st.sampled_from(["last:4", "first:2", "fixed:8", "full", "last:0"]))
 def test_a_mask_made_straight_in_copy_text_is_the_mask_in_copy_text(value, rule):
     assert copy_masker(rule)(value) == copy_mask(masker(rule)(value))
+
+
+def test_columns_shorter_than_the_subjects_are_refused_not_sealed_as_absent():
+    sealer = NewKeySealer(master_id="m1", master_key=os.urandom(32))
+    fields = (("crm.person.national_id", "last:4", None),)
+    with pytest.raises(ValueError):
+        sealer.seal_as_text(fields, "{0}\t{1}\t{2}", (("\\N", "", ""),), ["s-1", "s-2", "s-3"],
+                            (["AB1234", ""],))
