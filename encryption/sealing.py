@@ -291,3 +291,6 @@ def serve(requests, replies) -> None:
 
 if __name__ == "__main__":
     serve(sys.stdin.buffer, sys.stdout.buffer)
+    # Every reply is flushed; skip the interpreter's teardown of a run's worth of freed memory
+    # (~15 ms), which the import waits for when it closes the helper.
+    os._exit(0)
