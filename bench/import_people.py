@@ -334,8 +334,8 @@ def main() -> None:
             if top in rates and bottom in rates:
                 each = sorted(r[top] / r[bottom] for r in rounds)
                 print(f"({top})/({bottom}) round by round: "
-                      + ", ".join(f"{ratio:.2f}" for ratio in each)
-                      + f" (median {statistics.median(each):.2f})")
+                      + ", ".join(f"{ratio:.3f}" for ratio in each)
+                      + f" (median {statistics.median(each):.3f})")
     for top, bottom, comment in (
         ("1", "2", "(target >= 0.7)"),
         ("1", "3", "(target >= 0.4)"),
@@ -348,7 +348,7 @@ def main() -> None:
         ("5", "6", "(1)/(2) were both imports bound by the database alone"),
     ):
         if top in rates and bottom in rates:
-            print(f"({top})/({bottom}) = {rates[top] / rates[bottom]:.2f}   {comment}")
+            print(f"({top})/({bottom}) = {rates[top] / rates[bottom]:.3f}   {comment}")
 
 if __name__ == "__main__":
     main()
