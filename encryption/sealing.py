@@ -38,7 +38,9 @@ def data_key_aad(subject_id, key_id: str) -> bytes:
 
 
 def value_aad(context: str, subject_id) -> bytes:
-    """What a sealed value is bound to: where it lives (model and field) and its row."""
+    """What a sealed value is bound to: where it lives (model and field) and its row. The row
+    comes last, so `value_aad(context, "")` begins every value's of that field (the sealers
+    join it with each subject)."""
     return f"{context}:{subject_id}".encode()
 
 
@@ -125,7 +127,7 @@ class NewKeySealer:
 
     `fields` are (context, mask rule, blind-index key or None) per encrypted field; a subject's
     values name their field by its position in that list. `prepare` makes each field's
-    (context prefix, masker, masker to COPY text, blind tagger or None).
+    (`value_aad` up to the subject, masker, masker to COPY text, blind tagger or None).
     """
 
     def __init__(self, *, master_id: str, master_key: bytes):
@@ -139,7 +141,7 @@ class NewKeySealer:
         prepared = self._fields.get(fields)
         if prepared is None:
             prepared = self._fields[fields] = [
-                (f"{context}:", masker(rule), copy_masker(rule),
+                (value_aad(context, ""), masker(rule), copy_masker(rule),
                  blind_tagger(key) if key else None)
                 for context, rule, key in fields
             ]
@@ -164,7 +166,7 @@ class NewKeySealer:
             prefix, mask_, _copy_mask, tagger = prepared[position]
             nonce = nonces[at * NONCE_BYTES:(at + 1) * NONCE_BYTES]
             blob = header + nonce + aead.encrypt(nonce, plaintext.encode(),
-                                                 (prefix + subject).encode())
+                                                 prefix + subject.encode())
             out.append((blob, mask_(plaintext), tagger(plaintext) if tagger else ""))
         return out
 
@@ -201,7 +203,7 @@ class NewKeySealer:
         wrap, master_header = self._master.encrypt, self._master_header
         wrapped = [
             "\\\\x" + (master_header + nonce + wrap(
-                nonce, key, f"datakey:{name}:{key_id}".encode())).hex()  # `data_key_aad`
+                nonce, key, data_key_aad(name, key_id))).hex()
             for nonce, key, name, key_id in zip(
                 [pool[start + _KEY_ID_END:start + _KEY_RANDOM] for start in starts], keys, names,
                 key_ids, strict=True)
@@ -215,7 +217,7 @@ class NewKeySealer:
         cells = []
         for position, ((prefix, _mask, mask_, tagger), column, (none, no_mask, no_tag)) in \
                 enumerate(zip(self.prepare(fields), columns, absent, strict=True)):
-            prefix, at = prefix.encode(), _KEY_RANDOM + NONCE_BYTES * position
+            at = _KEY_RANDOM + NONCE_BYTES * position
             cells.append([
                 "\\\\x" + (header + nonce + encrypt(nonce, value.encode(), prefix + name)).hex()
                 if value else none
