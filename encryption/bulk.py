@@ -24,14 +24,29 @@ from config import clock
 from config.pgcopy import CopyRows, copy_text
 
 from .blind_index import field_key
-from .cipher import NONCE_BYTES
+from .cipher import NONCE_BYTES, DecryptionError, key_id_of, open_sealed
 from .keys import keyring
 from .models import DataKey
 from .router import keys_db
-from .sealing import FRAME_HEAD, NewKeySealer, frame, unframe, value_aad
+from .sealing import (
+    FRAME_HEAD,
+    NewKeySealer,
+    copy_str,
+    data_key_aad,
+    frame,
+    unframe,
+    value_aad,
+)
 
 logger = logging.getLogger(__name__)
 _NO_VALUE = (None, "", "")  # an encrypted field without a value: its value, mask, blind index
+
+
+def _bytea(text: str) -> bytes:
+    """The bytes of a bytea in COPY's text format (hex input, its backslash escaped)."""
+    if not text.startswith("\\\\x"):
+        raise ValueError("Not a bytea in COPY's text format.")
+    return bytes.fromhex(text[3:])
 
 
 class SealingHelperError(Exception):
@@ -167,7 +182,7 @@ class NewSubjectSealer:
 
     def __init__(self, *, helper: SealingHelper | None = None):
         ring = keyring()
-        self._master_id = ring.primary_id
+        self._master_id, self._master_key = ring.primary_id, ring.primary
         self._core = NewKeySealer(master_id=ring.primary_id, master_key=ring.primary)
         self._helper = helper if helper is not None and helper.alive \
             and helper.master_id == ring.primary_id else None
@@ -248,15 +263,57 @@ class NewSubjectSealer:
             lines = joined.split("\n")
             # A line per subject, and a key for each with a value: a value sealed under a key
             # that is not saved could never be opened again.
-            keyed = sum(map(any, zip(*columns, strict=True)))
+            flags = list(map(any, zip(*columns, strict=True)))
+            keyed = sum(flags)
             if len(lines) != len(subjects) or (keys.count("\n") + 1 if keys else 0) != keyed:
                 raise SealingHelperError("The sealing helper answered for other subjects.")
+            self._vouch(keys, lines, request, flags)
         except (SealingHelperError, TypeError, ValueError, AttributeError):
             self._helper_failed(helper)
             return self._seal_here(fields, absent, subjects, columns)
         self._keys.add_text(keys, keyed)
         self._elsewhere.update(subjects)  # each keyed there, if it has a value
         return lines
+
+    def _vouch(self, keys: str, lines: list, request: tuple, flags: list) -> None:
+        """Open the answer for the first and the last subject with values as the database will
+        hold it: their key rows unwrap under the master key, each value opens under that key
+        for that subject and field, and the masks and blind-index tags are the values'. An
+        answer whose lines or key rows are out of step with the subjects — shifted, reversed,
+        crossed — fails here (SealingHelperError) instead of storing values nobody can open."""
+        fields, _key_line, absent, subjects, columns = request
+        checked = ((flags.index(True), keys.partition("\n")[0]),
+                   (len(flags) - 1 - flags[::-1].index(True), keys.rpartition("\n")[2]))
+        prepared = self._core.prepare(fields)
+        subject_slot, key_id_slot, wrapped_slot = self._keys.slots(
+            "subject_id", "key_id", "wrapped")
+        try:
+            for at, key_line in checked:
+                subject = subjects[at]
+                key_cells = key_line.split("\t")
+                key_id = key_cells[key_id_slot]
+                if key_cells[subject_slot] != copy_str(subject):
+                    raise DecryptionError("A key row of another subject.")
+                key = open_sealed(_bytea(key_cells[wrapped_slot]), key=self._master_key,
+                                  aad=data_key_aad(subject, key_id))
+                cells = lines[at].split("\t")
+                for position, ((context, _rule, _index_key), column) in enumerate(
+                        zip(fields, columns, strict=True)):
+                    value, got = column[at], tuple(cells[3 * position:3 * position + 3])
+                    if not value:
+                        expected = absent[position]
+                    else:
+                        sealed = _bytea(got[0])
+                        if key_id_of(sealed) != key_id or open_sealed(
+                                sealed, key=key, aad=value_aad(context, subject)) \
+                                != value.encode():
+                            raise DecryptionError("A value of another subject or field.")
+                        _prefix, _mask, copy_mask_, tagger = prepared[position]
+                        expected = (got[0], copy_mask_(value), tagger(value) if tagger else "")
+                    if got != tuple(expected):
+                        raise DecryptionError("Cells of another subject or field.")
+        except (DecryptionError, IndexError, ValueError):
+            raise SealingHelperError("The sealing helper answered for other subjects.") from None
 
     def _helper_failed(self, helper: SealingHelper) -> None:
         logger.warning("The sealing helper stopped; sealing in the import's own process.")

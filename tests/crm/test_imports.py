@@ -846,7 +846,18 @@ def test_copy_rows_joined_columns_are_written_from_one_text_a_row():
     lambda keys, joined: (keys.rpartition("\n")[0], joined),  # a person's data key left out
     lambda keys, joined: (keys, joined.rpartition("\n")[0]),  # a person's values left out
     lambda keys, joined: (keys, joined.split("\n")),  # not one text
-], ids=["key-missing", "line-missing", "not-text"])
+    lambda keys, joined: (keys, "\n".join(joined.split("\n")[::-1])),  # lines swapped
+    # two people's key rows naming each other (each key wrapped for the other)
+    lambda keys, joined: ("\n".join(
+        "\t".join(a.split("\t")[:1] + b.split("\t")[1:]) for a, b in zip(
+            keys.split("\n"), keys.split("\n")[::-1], strict=True)), joined),
+    # each person's values, sealed under their own key, in the other's cells
+    lambda keys, joined: (keys, "\n".join(
+        "\t".join(a.split("\t")[:3] + b.split("\t")[3:]) for a, b in zip(
+            joined.split("\n"), joined.split("\n")[::-1], strict=True))),
+    lambda keys, joined: (keys, joined.replace("\\\\x", "\\\\x00", 1)),  # a value altered
+], ids=["key-missing", "line-missing", "not-text", "lines-swapped", "keys-crossed",
+        "cells-swapped", "value-altered"])
 def test_a_helper_answer_that_does_not_fit_is_sealed_again_in_process(
         helpers, monkeypatch, garble):
     from encryption.bulk import SealingHelper
@@ -866,6 +877,26 @@ def test_a_helper_answer_that_does_not_fit_is_sealed_again_in_process(
         assert (opened(person, "national_id"), opened(person, "card_number")) == (
             f"ID{i:06d}", card(i))
     assert DataKey.objects.count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_helpers_true_answers_pass_its_check_when_people_without_values_come_between(
+        helpers, caplog):
+    # In each chunk of two, people 0, 3, 6 and 9 have no sensitive value (and get no key):
+    # the check finds each checked person's key row past them.
+    rows = "".join(f"N{i},L,p{i}@example.org,,{f'ID{i:06d}' if i % 3 else ''},"
+                   f"{card(i) if i % 3 == 2 else ''}\n" for i in range(10))
+    job = run_import(HEADER + rows)
+    assert (job.state, job.created_count) == ("done", 10)
+    assert helpers[0].requests == 5  # every chunk went to the helper and none came back
+    assert "sealing in the import's own process" not in caplog.text
+    for i in range(10):
+        person = Person.objects.get(email=f"p{i}@example.org")
+        assert (opened(person, "national_id") if i % 3 else person.national_id) == (
+            f"ID{i:06d}" if i % 3 else None)
+        assert (opened(person, "card_number") if i % 3 == 2 else person.card_number) == (
+            card(i) if i % 3 == 2 else None)
+    assert DataKey.objects.count() == 6
 
 
 @pytest.mark.django_db
