@@ -2,7 +2,8 @@
 
 Each row's hash is HMAC-SHA256 (key derived from BLIND_INDEX_KEY for this purpose) over its
 content and the previous row's hash; `seq` has no gaps. An edited row fails its own hash, a
-removed row leaves a gap or a broken link.
+removed row leaves a gap or a broken link, and rows removed from the end disagree with the head
+record (the last row's seq and hash, keyed) that every append rewrites.
 """
 
 import hashlib
@@ -14,9 +15,17 @@ from django.db import connection, transaction
 from config import clock
 
 from .keys import derive, keyring
-from .models import FieldAccessLog
+from .models import FieldAccessLog, FieldAccessLogHead
 
 GENESIS = "0" * 64
+
+
+def _key() -> bytes:
+    return derive(keyring().blind_index_key, "field-access-log")
+
+
+def head_mac(seq: int, hash_: str) -> str:
+    return hmac.new(_key(), f"head:{seq}:{hash_}".encode(), hashlib.sha256).hexdigest()
 
 
 def _digest(row: FieldAccessLog) -> str:
@@ -25,8 +34,7 @@ def _digest(row: FieldAccessLog) -> str:
          row.reason, row.ip or "", row.prev_hash],
         separators=(",", ":"), ensure_ascii=False,
     ).encode()
-    key = derive(keyring().blind_index_key, "field-access-log")
-    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+    return hmac.new(_key(), payload, hashlib.sha256).hexdigest()
 
 
 def _lock_chain() -> None:
@@ -48,6 +56,9 @@ def append(*, user, role: str, subject_id, field: str, reason: str, ip: str | No
         )
         row.hash = _digest(row)
         row.save(force_insert=True)
+        FieldAccessLogHead.objects.update_or_create(
+            pk=1, defaults={"seq": row.seq, "hash": row.hash,
+                            "mac": head_mac(row.seq, row.hash)})
     return row
 
 
@@ -63,4 +74,17 @@ def verify() -> list[str]:
         if _digest(row) != row.hash:
             problems.append(f"row {row.seq} was altered")
         expected_seq, prev_hash = row.seq + 1, row.hash
+    head = FieldAccessLogHead.objects.filter(pk=1).first()
+    last = expected_seq - 1  # 0: no rows
+    if head is None:
+        if last:
+            problems.append("the head record is missing")
+    elif not hmac.compare_digest(head.mac, head_mac(head.seq, head.hash)):
+        problems.append("the head record was altered")
+    elif head.seq > last:
+        problems.append(f"rows {last + 1}..{head.seq} were removed from the end")
+    elif head.seq < last:
+        problems.append(f"rows {head.seq + 1}..{last} were added outside the log's service")
+    elif head.hash != prev_hash:
+        problems.append(f"row {last} is not the one the head record names")
     return problems

@@ -1,7 +1,8 @@
 """System checks: the encryption keys must be present and well formed before anything starts."""
 
-from django.core.checks import Error, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 
 
 @register()
@@ -20,3 +21,30 @@ def check_encryption_keys(app_configs, **kwargs):
             id="encryption.W001",
         )]
     return []
+
+
+@register(Tags.database)
+def check_master_keys_in_use(app_configs, databases=None, **kwargs):
+    """A master key that still wraps data keys must stay configured: without it those people's
+    values cannot be opened. Runs with the database checks (`migrate`, `check --database`)."""
+    if not databases:
+        return []
+    from .datakeys import master_key_usage
+    from .keys import keyring
+
+    try:
+        configured = set(keyring().keys)
+        usage = master_key_usage()
+    except (ImproperlyConfigured, DatabaseError):  # E001 says it; or not migrated yet
+        return []
+    missing = sorted(key_id for key_id, count in usage.items()
+                     if count and key_id not in configured)
+    if not missing:
+        return []
+    return [Error(
+        f"Master keys that still wrap data keys are not configured: {', '.join(missing)} "
+        f"({sum(usage[k] for k in missing)} data keys).",
+        hint="Put them back in FIELD_ENCRYPTION_KEYS (after the primary) and run "
+             "`manage.py rotate_keys`; retire a key only once rotate_keys reports it unused.",
+        id="encryption.E002",
+    )]

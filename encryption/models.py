@@ -41,8 +41,11 @@ class FieldAccessLog(models.Model):
 
     seq = models.BigIntegerField(unique=True)
     at = models.DateTimeField(db_index=True)
+    # No constraint and nothing done when the user is deleted: a user's removal must not
+    # rewrite the log (`username` keeps who it was).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.DO_NOTHING, related_name="+",
+        db_constraint=False,
     )
     username = models.CharField(_("user"), max_length=150, db_index=True)
     role = models.CharField(_("role"), max_length=150, blank=True)
@@ -60,3 +63,20 @@ class FieldAccessLog(models.Model):
 
     def __str__(self):
         return f"#{self.seq} {self.username} {self.field}"
+
+
+class FieldAccessLogHead(models.Model):
+    """The chain's last row as of the last append — its seq and hash, with a keyed hash over
+    both — so that rows removed from the end of the log, or the whole log, are noticed too: a
+    removed tail leaves no gap and no broken link. One row, rewritten by each append in the
+    same transaction (it is not the log)."""
+
+    seq = models.BigIntegerField()
+    hash = models.CharField(max_length=64)
+    mac = models.CharField(max_length=64)
+
+    class Meta:
+        verbose_name = _("field access log head")
+
+    def __str__(self):
+        return f"head #{self.seq}"

@@ -136,3 +136,155 @@ def test_staff_admin_page_shows_masks_and_reveal_button_only_when_allowed(staff_
     shown = admin_client_.post(reveal_url, {"reason": "refund"})
     assert shown.json()["value"] == CARD and "no-store" in shown["Cache-Control"]
     assert admin_client_.get(reveal_url).status_code == 405
+
+
+def test_the_log_notices_rows_removed_from_its_end_and_a_log_emptied():
+    admin = AdminUserFactory()
+    person = PersonFactory(card_number=CARD)
+    for i in range(3):
+        reveal(person, admin, reason=f"reason {i}")
+    assert access_log.verify() == []
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM encryption_fieldaccesslog WHERE seq = 3")
+    assert access_log.verify() == ["rows 3..3 were removed from the end"]
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM encryption_fieldaccesslog")
+    assert access_log.verify() == ["rows 1..3 were removed from the end"]
+
+
+def test_the_log_notices_a_head_record_altered_or_removed():
+    admin = AdminUserFactory()
+    person = PersonFactory(card_number=CARD)
+    for i in range(2):
+        reveal(person, admin, reason=f"reason {i}")
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM encryption_fieldaccesslog WHERE seq = 2")
+        cursor.execute("UPDATE encryption_fieldaccessloghead SET seq = 1")  # no key: no mac
+    assert access_log.verify() == ["the head record was altered"]
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM encryption_fieldaccessloghead")
+    assert access_log.verify() == ["the head record is missing"]
+
+
+def test_verify_access_log_command_fails_on_a_removed_tail():
+    from django.core.management import CommandError, call_command
+
+    reveal(PersonFactory(card_number=CARD), AdminUserFactory())
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM encryption_fieldaccesslog")
+    with pytest.raises(CommandError, match="broken"):
+        call_command("verify_access_log")
+
+
+def test_deleting_a_staff_member_leaves_their_log_rows_as_they_were():
+    admin = AdminUserFactory()
+    reveal(PersonFactory(card_number=CARD), admin)
+    user_id = admin.pk
+    admin.delete()
+    row = FieldAccessLog.objects.get()
+    assert (row.user_id, row.username) == (user_id, admin.username)
+    assert access_log.verify() == []
+
+
+def test_a_value_whose_data_key_was_destroyed_is_not_revealed_nor_logged(admin_api):
+    from encryption.datakeys import destroy_data_key
+
+    person = PersonFactory(card_number=CARD)
+    destroy_data_key(person.pk)
+    response = admin_api.post(f"/api/persons/{person.pk}/reveal/card_number/",
+                              {"reason": "refund"}, format="json")
+    assert response.status_code == 410
+    assert response.json()["code"] == "value_unreadable"
+    assert not FieldAccessLog.objects.exists()
+
+
+def test_a_master_key_still_in_use_cannot_leave_the_configuration_unnoticed(settings):
+    from encryption.checks import check_master_keys_in_use
+    from tests.conftest import TEST_KEYS
+
+    person = PersonFactory(card_number=CARD)  # its data key is wrapped by t1, the primary
+    assert check_master_keys_in_use(None, databases=["default"]) == []
+    settings.FIELD_ENCRYPTION_KEYS = TEST_KEYS[1:]  # t1 dropped while it still wraps a key
+    errors = check_master_keys_in_use(None, databases=["default"])
+    assert [e.id for e in errors] == ["encryption.E002"] and "t1" in errors[0].msg
+    with pytest.raises(ServiceError, match="can no longer be opened"):
+        reveal(person, AdminUserFactory())
+    assert not FieldAccessLog.objects.exists()
+
+
+def test_a_burst_of_reveals_across_a_window_boundary_alerts_the_admins(settings):
+    import datetime
+
+    from config import clock
+
+    settings.REVEAL_ALERT_THRESHOLD = 4
+    admin = AdminUserFactory(email="ada@staff.example")
+    person = PersonFactory(card_number=CARD)
+    start = datetime.datetime(2026, 1, 1, 10, 8, tzinfo=datetime.UTC)  # 2 min before 10:10
+    for minute in range(4):  # 10:08, 10:09 | 10:10, 10:11: two in each fixed 10-min window
+        with clock.frozen(start + datetime.timedelta(minutes=minute)):
+            reveal(person, admin)
+    assert len(mail.outbox) == 1
+
+
+def test_a_failed_alert_email_does_not_undo_the_reveal(settings, monkeypatch):
+    from crm import reveal as reveal_module
+
+    def refuse(*args, **kwargs):
+        raise ConnectionRefusedError("no mail server")
+
+    monkeypatch.setattr(reveal_module, "send_mail", refuse)
+    settings.REVEAL_ALERT_THRESHOLD = 1
+    AdminUserFactory(email="ada@staff.example")
+    assert reveal(PersonFactory(card_number=CARD), AdminUserFactory()) == CARD
+    assert FieldAccessLog.objects.count() == 1
+
+
+def test_api_reveal_reaches_a_custom_field_whose_key_has_capitals(admin_api):
+    definition = FieldDefinitionFactory(key="TaxCode", is_encrypted=True)
+    definition.reveal_groups.add(*FieldDefinition.objects.get(key="card_number")
+                                 .reveal_groups.all())
+    person = PersonFactory(custom={"TaxCode": "RSSMRA85T10A562S"})
+    response = admin_api.post(f"/api/persons/{person.pk}/reveal/TaxCode/",
+                              {"reason": "check"}, format="json")
+    assert response.status_code == 200 and response.json()["value"] == "RSSMRA85T10A562S"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_log_row_is_committed_when_the_reveal_returns_its_value(monkeypatch):
+    import psycopg2
+    from django.db import connections
+
+    from crm import reveal as reveal_module
+
+    if connection.vendor != "postgresql":
+        pytest.skip("reads the row from a second connection")
+    seen = []
+    real_append = reveal_module.access_log.append
+
+    def append(**kwargs):
+        row = real_append(**kwargs)
+        params = connections["default"].get_connection_params()
+        other = psycopg2.connect(**{k: v for k, v in params.items()
+                                    if k in ("dbname", "host", "port", "user", "password")})
+        with other, other.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM encryption_fieldaccesslog WHERE seq = %s",
+                           [row.seq])
+            seen.append(cursor.fetchone()[0])
+        other.close()
+        return row
+
+    monkeypatch.setattr(reveal_module.access_log, "append", append)
+    # Its own field and group: an earlier transactional test's flush removed the migrations'.
+    from django.contrib.auth.models import Group
+
+    from tests.factories import UserFactory
+
+    definition = FieldDefinitionFactory(key="tax_code", is_encrypted=True)
+    group = Group.objects.create(name="Tax desk")
+    definition.reveal_groups.add(group)
+    user = UserFactory(is_staff=True)
+    user.groups.add(group)
+    person = PersonFactory(custom={"tax_code": "RSSMRA85T10A562S"})
+    assert reveal(person, user, field="tax_code") == "RSSMRA85T10A562S"
+    assert seen == [1]  # visible to every other connection before the value was returned
