@@ -60,6 +60,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.middleware.RefuseNullCharacters",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
@@ -132,6 +133,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     "start-due-campaigns": {"task": "campaigns.tasks.start_due_campaigns", "schedule": 30.0},
     "retention-unconfirmed-leads": {"task": "crm.tasks.delete_unconfirmed_leads",
                                     "schedule": 86400.0},
+    "seal-pending-custom-values": {"task": "crm.tasks.sweep_unsealed_custom_values",
+                                   "schedule": 600.0},
 }
 CELERY_TIMEZONE = "UTC"
 

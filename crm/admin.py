@@ -82,7 +82,9 @@ class PersonForm(forms.ModelForm):
         shown = display_custom(self.instance.custom)
         for definition in self.definitions:
             value = (self.instance.custom or {}).get(definition.key)
-            field = custom_form_field(definition, None if is_sealed(value) else value)
+            # An encrypted field's value is never put in the form, sealed or still waiting to be.
+            field = custom_form_field(
+                definition, None if definition.is_encrypted or is_sealed(value) else value)
             if definition.is_encrypted:
                 field.help_text = (_("Stored: %(mask)s. Type a new value to replace it.")
                                    % {"mask": shown[definition.key]} if value

@@ -12,7 +12,7 @@ from config.permissions import ModelPermissions
 
 from . import exports, imports, rights, selectors, services
 from .models import EmailOptIn, ImportJob, Kind, Person
-from .registry import CORE_EDITABLE, display_custom
+from .registry import CORE_EDITABLE, display_custom, encrypted_custom_rules
 from .reveal import person_reveal
 
 
@@ -25,7 +25,11 @@ class MaskedField(serializers.CharField):
 
 class CustomField(serializers.DictField):
     def to_representation(self, value):
-        return display_custom(value)
+        # The encrypted fields' mask rules, loaded once for a whole list of people.
+        root = self.root
+        if not hasattr(root, "_encrypted_custom_rules"):
+            root._encrypted_custom_rules = encrypted_custom_rules()
+        return display_custom(value, root._encrypted_custom_rules)
 
 
 class RevealSerializer(serializers.Serializer):
@@ -217,7 +221,7 @@ class PersonViewSet(viewsets.ModelViewSet):
         return exports.csv_response(queryset, user=request.user)
 
     @extend_schema(request=RevealSerializer, responses=RevealedSerializer)
-    @action(detail=True, methods=["post"], url_path=r"reveal/(?P<field>[a-z0-9_-]+)")
+    @action(detail=True, methods=["post"], url_path=r"reveal/(?P<field>[-a-zA-Z0-9_]+)")
     def reveal(self, request, pk=None, field=None):
         """Reveal one sensitive value (logged; only for the field's reveal groups)."""
         person = self.get_object()

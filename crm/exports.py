@@ -16,7 +16,7 @@ from django.http import StreamingHttpResponse
 
 from config import clock
 
-from .registry import custom_definitions, display_custom
+from .registry import custom_definitions, display_custom, encrypted_custom_rules
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +51,12 @@ def exportable(queryset: QuerySet) -> QuerySet:
 def person_rows(queryset: QuerySet):
     """The header, then one list of cells per person, read in chunks (bounded memory)."""
     custom_keys = [d.key for d in custom_definitions()]
+    encrypted = encrypted_custom_rules()
     yield [neutralise(name) for name, _source in COLUMNS] + [neutralise(k) for k in custom_keys]
     values = exportable(queryset).order_by("created_at", "id").values_list(
         *(source for _name, source in COLUMNS), "custom")
     for row in values.iterator(chunk_size=2000):
-        custom = display_custom(row[-1])
+        custom = display_custom(row[-1], encrypted)
         yield [neutralise(v) for v in row[:-1]] + [neutralise(custom.get(k)) for k in custom_keys]
 
 

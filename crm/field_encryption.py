@@ -5,7 +5,7 @@ trigger (migration 0005), so no path can switch it off."""
 from django.db import transaction
 
 from .models import FieldDefinition, Person
-from .registry import SEALED
+from .registry import SEALED, is_sealed
 
 
 def _plain_values(key: str):
@@ -39,14 +39,26 @@ def seal_existing_batch(definition_id: int, *, batch_size: int = 500) -> int:
             .only("pk", "custom")[:batch_size]
         )
         for person in rows:
+            # This definition, active or not: an inactive field's values are sealed too.
             person.custom = _seal_custom(
-                {definition.key: person.custom[definition.key]}, subject_id=person.pk
+                {definition.key: person.custom[definition.key]}, subject_id=person.pk,
+                definitions=[definition],
             ) | {k: v for k, v in person.custom.items() if k != definition.key}
+        # Counted by what is sealed now, so a job can never go round on values it leaves be.
+        rows = [person for person in rows if is_sealed(person.custom[definition.key])]
         Person.objects.bulk_update(rows, ["custom"])
     return len(rows)
 
 
 def has_plain_values(key: str) -> bool:
     return _plain_values(key).exists()
+
+
+def fields_to_seal() -> list[int]:
+    """Ids of the encrypted custom fields that still hold values not sealed: the sweep
+    re-queues their jobs, whatever stopped them (a lost message, a failed run, rows that
+    stayed locked)."""
+    return [d.pk for d in FieldDefinition.objects.filter(is_encrypted=True, is_core=False)
+            if has_plain_values(d.key)]
 
 

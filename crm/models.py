@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from encryption.fields import EncryptedField, EncryptedQuerySet, EqualityIndex
+from encryption.fields import EncryptedField, EncryptedModel, EncryptedQuerySet, EqualityIndex
 
 
 class Kind(models.TextChoices):
@@ -63,7 +63,7 @@ class Organisation(models.Model):
         return self.name
 
 
-class Person(models.Model):
+class Person(EncryptedModel):
     """One table for leads and contacts; conversion flips `kind` and keeps the row and history."""
 
     # Generated in Python so encryption can bind a value to its row id before the INSERT.

@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
-from encryption.masking import MASK_CHAR
+from encryption.masking import DEFAULT_RULE, MASK_CHAR, mask
 
 from .models import FieldDefinition, FieldType, Person
 
@@ -34,9 +34,36 @@ def custom_context(key: str) -> str:
     return f"crm.person.custom.{key}"
 
 
-def display_custom(custom: dict) -> dict:
-    """Custom values as anyone may see them: sealed ones replaced by their mask."""
-    return {k: (v.get("mask", "") if is_sealed(v) else v) for k, v in (custom or {}).items()}
+def custom_text(value) -> str:
+    """A custom value as the text that is sealed, masked and revealed."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def encrypted_custom_rules() -> dict[str, str]:
+    """{key: mask rule} of every encrypted custom field, active or not (one query)."""
+    return {key: rule or DEFAULT_RULE for key, rule in FieldDefinition.objects.filter(
+        is_encrypted=True, is_core=False).values_list("key", "mask_rule")}
+
+
+def display_custom(custom: dict, encrypted: dict | None = None) -> dict:
+    """Custom values as anyone may see them: sealed ones replaced by their mask. A value of an
+    encrypted field not sealed yet — stored before its field was switched to encrypted, while
+    the background job gets to it — is masked here by its field's rule, so no one sees it in
+    full meanwhile. `encrypted` is `encrypted_custom_rules()`, which a caller showing many
+    people loads once; None loads it."""
+    if not custom:
+        return {}
+    if encrypted is None:
+        encrypted = encrypted_custom_rules()
+    shown = {}
+    for key, value in custom.items():
+        if is_sealed(value):
+            shown[key] = value.get("mask", "")
+        elif key in encrypted and value not in (None, ""):
+            shown[key] = mask(custom_text(value), encrypted[key])
+        else:
+            shown[key] = value
+    return shown
 
 TEXT_MAX_LENGTH = 1000
 # A client that reads a person and writes it back must not store the mask as the new value.

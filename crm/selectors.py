@@ -14,7 +14,7 @@ from encryption.values import open_value
 
 from .extensions import person_filters
 from .models import AuditEntry, EmailOptIn, ImportJob, Kind, Person, Region, Stage
-from .registry import ENCRYPTED_CORE
+from .registry import ENCRYPTED_CORE, encrypted_custom_rules
 from .services import Source, normalise_email
 
 _BOOL = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -40,6 +40,10 @@ def person_filter(params, queryset: QuerySet | None = None) -> QuerySet:
     so that pagination and format parameters pass through.
     """
     qs = Person.objects.all() if queryset is None else queryset
+    nul = sorted(name for name, value in params.items()
+                 if isinstance(value, str) and "\x00" in value)
+    if nul:  # PostgreSQL refuses it in any text
+        raise ValidationError({name: [_("Remove the null character.")] for name in nul})
     if value := params.get("kind"):
         qs = qs.filter(kind=_choice("kind", value, Kind.values))
     if value := params.get("stage"):
@@ -105,15 +109,21 @@ def addresses_known(emails, column: str) -> dict:
 
 
 def person_search_q(value: str) -> Q:
-    """Search names, email, company, the exposed characters of masked fields, and (exactly)
-    full sensitive identifiers through their blind index."""
+    """Search names, email, company, the exposed characters of masked fields (core and
+    encrypted custom ones), and (exactly) full sensitive identifiers through their blind
+    index."""
+    masks = [f"custom__{key}__mask__icontains" for key in encrypted_custom_rules()
+             if "__" not in key]  # a key with "__" cannot be a lookup path
     query = Q()
     for term in value.split()[:5]:
-        query &= (
+        term_q = (
             Q(first_name__icontains=term) | Q(last_name__icontains=term)
             | Q(email__icontains=term) | Q(company__icontains=term)
             | Q(national_id_mask__icontains=term) | Q(card_number_mask__icontains=term)
         )
+        for lookup in masks:
+            term_q |= Q(**{lookup: term})
+        query &= term_q
     exact = [pk for name in ENCRYPTED_CORE for pk in find_by_identifier(name, value)]
     return query | Q(pk__in=exact) if exact else query
 

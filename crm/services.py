@@ -19,9 +19,10 @@ from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
 
 from config import clock
-from encryption.masking import DEFAULT_RULE, MASK_CHAR, mask
+from encryption.masking import DEFAULT_RULE, MASK_CHAR, mask, validate_rule
 from encryption.values import seal_value
 
+from . import field_encryption
 from .errors import FieldLocked, ProcessingStopped, RecordErased
 from .models import (
     AuditEntry,
@@ -44,6 +45,7 @@ from .registry import (
     core_field_names,
     custom_context,
     custom_definitions,
+    custom_text,
     is_sealed,
 )
 
@@ -322,7 +324,7 @@ def _seal_custom(custom: dict, *, subject_id, definitions=None, seal=seal_value)
         definition = encrypted.get(key)
         if definition is None or is_sealed(value):
             continue
-        text = str(value).lower() if isinstance(value, bool) else str(value)
+        text = custom_text(value)
         blob = seal(text, subject_id=subject_id, context=custom_context(key))
         sealed[key] = {SEALED: base64.b64encode(blob).decode(),
                        "mask": mask(text, definition.mask_rule or DEFAULT_RULE)}
@@ -557,6 +559,11 @@ def field_definition_clean(*, definition: FieldDefinition) -> None:
             errors["choices"] = [_("A choice field needs a list of non-empty choices.")]
     elif definition.choices:
         errors["choices"] = [_("Only choice fields have choices.")]
+    if definition.mask_rule:
+        try:
+            validate_rule(definition.mask_rule)
+        except ValueError:
+            errors["mask_rule"] = [_("Mask rules are last:N, first:N, fixed:N or full.")]
     if errors:
         raise ValidationError(errors)
 
@@ -567,16 +574,14 @@ def field_definition_save(*, definition: FieldDefinition) -> FieldDefinition:
             # Serialise concurrent edits so the one-way check sees the committed state.
             FieldDefinition.objects.select_for_update().filter(pk=definition.pk).first()
         field_definition_clean(definition=definition)
-        switched_on = definition.is_encrypted and not (
-            definition.pk and FieldDefinition.objects.filter(pk=definition.pk,
-                                                             is_encrypted=True).exists()
-        )
         definition.full_clean()
         definition.save()
-        if switched_on and not definition.is_core:
+        if definition.is_encrypted and not definition.is_core \
+                and field_encryption.has_plain_values(definition.key):
             from .tasks import seal_custom_field_values
 
-            # Values stored before the switch are sealed in the background, in batches.
+            # Values stored before the switch are sealed in the background, in batches; saving
+            # the field again queues the job again while any is left (so does a periodic sweep).
             transaction.on_commit(lambda: seal_custom_field_values.delay(definition.pk))
     return definition
 

@@ -1,18 +1,41 @@
 """Celery tasks of crm: each takes ids, calls one service, and re-queues itself to continue."""
 
+import time
+
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
 from . import field_encryption, imports
 
+# How long one run of the sealing job seals batches before it re-queues itself: each batch
+# commits, so a killed run loses at most one; without a broker (tasks inline) a long job is then
+# a loop, not one nested call per batch.
+SEAL_RUN_SECONDS = 20.0
+
 
 @shared_task(acks_late=True)
 def seal_custom_field_values(definition_id: int, batch_size: int = 500) -> int:
-    """Seal a newly encrypted custom field's stored values, one batch per run (resumable)."""
-    sealed = field_encryption.seal_existing_batch(definition_id, batch_size=batch_size)
-    if sealed:
-        seal_custom_field_values.delay(definition_id, batch_size)
-    return sealed
+    """Seal a newly encrypted custom field's stored values, batch by batch (resumable)."""
+    sealed, started = 0, time.monotonic()
+    while True:
+        done = field_encryption.seal_existing_batch(definition_id, batch_size=batch_size)
+        sealed += done
+        if not done:
+            return sealed  # done; values in rows locked meanwhile are left to the sweep
+        if time.monotonic() - started > SEAL_RUN_SECONDS:
+            seal_custom_field_values.delay(definition_id, batch_size)
+            return sealed
+
+
+@shared_task(acks_late=True)
+def sweep_unsealed_custom_values() -> list[int]:
+    """Queue the sealing job of every encrypted custom field still holding values not sealed
+    (periodic): a job whose message was lost, whose run failed, or whose last rows were locked
+    is taken up again."""
+    pending = field_encryption.fields_to_seal()
+    for definition_id in pending:
+        seal_custom_field_values.delay(definition_id)
+    return pending
 
 
 @shared_task(bind=True, acks_late=True, max_retries=5)

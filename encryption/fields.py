@@ -169,10 +169,30 @@ class EncryptedQuerySet(models.QuerySet):
         return len(rows)
 
     def bulk_update(self, objs, fields, batch_size=None):
-        fields = list(fields)
-        for name, field in _encrypted_fields(self.model).items():
-            if name in fields:
-                fields.append(field.mask_field)
-                if field.index_field:
-                    fields.append(field.index_field)
-        return super().bulk_update(objs, list(dict.fromkeys(fields)), batch_size=batch_size)
+        return super().bulk_update(objs, with_companions(self.model, fields),
+                                   batch_size=batch_size)
+
+
+def with_companions(model, fields) -> list:
+    """`fields` with the mask and blind-index columns of every encrypted field among them:
+    what a partial write of those fields must write too."""
+    fields = list(fields)
+    for name, field in _encrypted_fields(model).items():
+        if name in fields:
+            fields.append(field.mask_field)
+            if field.index_field:
+                fields.append(field.index_field)
+    return list(dict.fromkeys(fields))
+
+
+class EncryptedModel(models.Model):
+    """Base of a model with encrypted fields: `save(update_fields=[...])` naming one writes its
+    mask and blind index with it."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, update_fields=None, **kwargs):
+        if update_fields is not None:
+            update_fields = with_companions(type(self), update_fields)
+        super().save(*args, update_fields=update_fields, **kwargs)

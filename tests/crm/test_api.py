@@ -236,3 +236,25 @@ def test_sensitive_fields_are_written_in_full_and_read_masked(staff_api):
 def test_bad_sensitive_values_get_400(staff_api, field, value):
     response = staff_api.post(URL, {field: value}, format="json")
     assert response.status_code == 400 and field in response.json()
+
+
+@pytest.mark.parametrize("url", ["/api/persons/", "/api/persons/export/"])
+def test_a_null_character_in_a_filter_is_a_400_naming_it(staff_api, url):
+    response = staff_api.get(url, {"search": "abc\x00def", "stage": "new"})
+    assert response.status_code == 400
+    assert list(response.json()) == ["search"]
+
+
+@pytest.mark.parametrize("url", ["/admin/crm/person/?stage=new%00", "/admin/crm/person/?q=a%00b"])
+def test_a_null_character_in_an_admin_list_filter_is_a_400_not_a_500(admin_client_, url):
+    assert admin_client_.get(url).status_code == 400
+
+
+def test_person_filter_refuses_a_null_character_for_any_caller():
+    from django.core.exceptions import ValidationError
+
+    from crm.selectors import person_filter
+
+    with pytest.raises(ValidationError) as refused:
+        person_filter({"search": "a\x00b"})
+    assert list(refused.value.message_dict) == ["search"]

@@ -94,6 +94,15 @@ def test_search_finds_exposed_characters_and_exact_identifiers_only():
     assert found("XY98") == set()  # hidden characters are not searchable
 
 
+def test_search_finds_the_exposed_characters_of_encrypted_custom_fields_only():
+    FieldDefinitionFactory(key="tax_code", is_encrypted=True, mask_rule="last:3")
+    person = PersonFactory(custom={"tax_code": "RSSMRA85T10A562S"})
+    PersonFactory(custom={"tax_code": "BNCLRA80A41H501X"})
+    found = lambda term: set(person_filter({"search": term}).values_list("pk", flat=True))  # noqa: E731
+    assert found("62s") == {person.pk}
+    assert found("RSSMRA") == set()  # hidden
+
+
 def test_crypto_shredding_leaves_values_unreadable():
     person = PersonFactory(card_number=CARD, national_id="AB123456")
     blob = Person.objects.get(pk=person.pk).card_number.blob
@@ -122,3 +131,16 @@ def test_mask_echoed_back_is_refused():
 def test_invalid_card_numbers_are_refused(bad):
     with pytest.raises(ValidationError, match="card number"):
         PersonFactory(card_number=bad)
+
+
+def test_save_with_update_fields_naming_an_encrypted_field_writes_its_mask_and_index():
+    from crm.models import Person
+    from crm.selectors import find_by_identifier
+
+    person = Person.objects.get(pk=PersonFactory(card_number="4111111111111111").pk)
+    person.card_number = "5555555555554444"
+    person.save(update_fields=["card_number"])
+    stored = Person.objects.get(pk=person.pk)
+    assert stored.card_number_mask == "••••••••••••4444"
+    assert find_by_identifier("card_number", "5555555555554444") == [person.pk]
+    assert find_by_identifier("card_number", "4111111111111111") == []
