@@ -57,7 +57,8 @@ class FieldDefinitionAdmin(admin.ModelAdmin):
             return ("is_core",)
         fixed = ["is_core", "key", "encryption_progress"]
         if obj.is_core:
-            fixed.append("field_type")
+            # A core field's type and mask rule are its column's (crm.models.Person).
+            fixed += ["field_type", "mask_rule"]
         return fixed
 
     @admin.display(description=_("encryption progress"))

@@ -194,3 +194,10 @@ def test_an_encrypted_field_cannot_be_deleted_or_renamed_by_any_path(path):
     plain = FieldDefinitionFactory(key="motto")
     FieldDefinition.objects.filter(pk=plain.pk).delete()  # a plain field may go
     assert not FieldDefinition.objects.filter(key="motto").exists()
+
+
+def test_a_core_fields_mask_rule_is_shown_but_not_editable(admin_client_):
+    definition = FieldDefinition.objects.get(key="card_number")
+    page = admin_client_.get(f"/admin/crm/fielddefinition/{definition.pk}/change/")
+    form = page.context["adminform"].form
+    assert "mask_rule" not in form.fields and "last:4" in page.content.decode()
