@@ -69,14 +69,14 @@ def _stored_plaintext(person: Person, key: str) -> str | None:
     switched to encrypted, and not sealed yet, is the value as stored."""
     if key in ENCRYPTED_CORE:
         sealed = getattr(person, key)
-        blob, context = (sealed.blob, f"crm.person.{key}") if sealed is not None else (None, "")
+        if sealed is None:
+            return None
+        blob, context = sealed.blob, f"crm.person.{key}"
     else:
         value = (person.custom or {}).get(key)
         if not is_sealed(value):
             return None if value in (None, "") else custom_text(value)
         blob, context = base64.b64decode(value[SEALED]), custom_context(key)
-    if blob is None:
-        return None
     try:
         return open_value(blob, subject_id=person.pk, context=context)
     except DecryptionError:
@@ -123,11 +123,11 @@ def person_reveal(*, person: Person, field_key: str, user, reason: str, ip: str 
     if len(reason) > 500:
         raise ServiceError(_("Keep the reason under 500 characters."), field="reason")
     person = Person.objects.get(pk=person.pk)  # fresh: never reveal from a stale copy
-    if hit(f"reveal-hour:{user.pk}", 3600) > settings.REVEAL_RATE_LIMIT_PER_HOUR:
-        raise RevealRateLimited(_("Too many reveals this hour; try again later."))
-    value = _stored_plaintext(person, field_key)
+    value = _stored_plaintext(person, field_key)  # in memory until the reveal is logged
     if value is None:
         raise NothingToReveal(_("No value is stored for this field."))
+    if hit(f"reveal-hour:{user.pk}", 3600) > settings.REVEAL_RATE_LIMIT_PER_HOUR:
+        raise RevealRateLimited(_("Too many reveals this hour; try again later."))
     roles = ", ".join(sorted(user.groups.values_list("name", flat=True)))
     access_log.append(user=user, role=roles, subject_id=person.pk, field=field_key,
                       reason=reason, ip=ip)
